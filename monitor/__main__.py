@@ -1,0 +1,8 @@
+"""``python -m monitor`` — see :mod:`monitor.cli`."""
+
+import sys
+
+from monitor.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The live pages in a real headless Chromium: rows arrive without a reload, plots draw."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus import topics
+from tests.broker import Mosquitto
+from tests.test_monitor import (
+    Monitor,
+    Server,
+    result_payload,
+    start_monitor,
+    status_payload,
+    stop_monitor,
+    thresholds_payload,
+    wait_for,
+)
+
+INSTALL_HINT = "apt-get install chromium chromium-driver"
+
+
+def _find(names: tuple[str, ...], fallback: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return fallback
+
+
+def new_driver(user_data_dir: Path):  # -> selenium WebDriver
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:  # a failure, not a skip: the test must run
+        pytest.fail(f"selenium is not installed ({exc}): pip install selenium")
+    chromium = _find(("chromium", "chromium-browser"), "/usr/bin/chromium")
+    driver_exe = _find(("chromedriver",), "/usr/bin/chromedriver")
+    missing = [p for p in (chromium, driver_exe) if not Path(p).exists()]
+    if missing:
+        pytest.fail(f"headless browser not found ({', '.join(missing)}): {INSTALL_HINT}")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={user_data_dir}",
+    ):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_exe), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    profile = Path(tempfile.mkdtemp(prefix="monitor-chromium-"))
+    driver = new_driver(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def live(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[Monitor, Server]]:
+    m = start_monitor(mosquitto.url, tmp_path / "browser.sqlite3")
+    server = Server(m.app)
+    yield m, server
+    m.store.feed.close()  # end the page's event stream so the server can stop
+    server.close()
+    stop_monitor(m)
+
+
+def test_new_detection_appears_without_reload(browser, live, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    m, server = live
+    m.pub.send(topics.result("door"), result_payload("door", "already_there", 0.9, 1))
+    wait_for(lambda: m.store.count() == 1, what="seed row")
+
+    browser.get(f"{server.url}/log/html")
+    wait = WebDriverWait(browser, 10)
+    wait.until(lambda d: d.find_element(By.ID, "stream-state").text == "live")
+    names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rows td.name")]
+    assert names == ["already_there"]
+    marker = browser.execute_script("return window.facewireLogLoadedAt")
+    assert marker
+
+    m.pub.send(topics.result("lobby"), result_payload("lobby", "Zoe_Live", 0.45, 2))
+    row = wait.until(
+        lambda d: next(
+            (
+                tr
+                for tr in d.find_elements(By.CSS_SELECTOR, "#rows tr")
+                if tr.find_element(By.CSS_SELECTOR, "td.name").text == "Zoe_Live"
+            ),
+            False,
+        )
+    )
+    # same page, no reload: the load-time marker is still the one we read before
+    assert browser.execute_script("return window.facewireLogLoadedAt") == marker
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["lobby", "Zoe_Live", "0.450"]
+    assert cells[5] == "19.0"  # latency ms
+    assert "band-near" in row.get_attribute("class")  # 0.45 is within the margin of 0.4
+    first = browser.find_element(By.CSS_SELECTOR, "#rows tr td.name").text
+    assert first == "Zoe_Live"  # newest on top
+
+    m.pub.send(topics.result("door"), result_payload("door", "unknown", 0.12, 3))
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#rows tr").get_attribute("class"))
+    wait.until(
+        lambda d: (
+            "band-unknown" in d.find_element(By.CSS_SELECTOR, "#rows tr").get_attribute("class")
+        )
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rows tr")) == 3
+    assert browser.execute_script("return window.facewireLogLoadedAt") == marker
+    browser.save_screenshot(str(tmp_path / "log.png"))
+
+
+def test_threshold_and_node_pages_draw(browser, live, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    m, server = live
+    wait = WebDriverWait(browser, 10)
+
+    browser.get(f"{server.url}/threshold_stats/html")
+    missing = wait.until(lambda d: (e := d.find_element(By.ID, "th-missing")).is_displayed() and e)
+    assert "faces/stats/thresholds" in missing.text
+    m.pub.send(topics.THRESHOLDS, thresholds_payload(), retain=True)
+    # the page polls: curves, bars and the EER label appear without a reload
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-cal svg path"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-hist svg rect")) >= 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-grid svg path")) == 2
+    labels = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "svg text"))
+    assert "EER 3.10 %" in labels and "threshold 0.363" in labels
+    assert browser.find_element(By.ID, "c-rec").text == "0.410"
+    browser.save_screenshot(str(tmp_path / "thresholds.png"))
+
+    m.pub.send(topics.status("door"), status_payload("door", 12.0, 31.0), retain=True)
+    m.pub.send(topics.status("door"), status_payload("door", 14.0, 35.0), retain=True)
+    browser.get(f"{server.url}/nodes/html")
+    row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#node-rows tr[data-node="door"]'))
+    cells = [td.text for td in row[0].find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == "door" and cells[1] == "online"
+    assert cells[5:7] == ["14.0", "35.0"]
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.chart[data-node="door"] svg path'))
+    m.pub.send(topics.status("door"), {"node": "door", "state": "offline"}, retain=True)
+    wait.until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, '#node-rows tr[data-node="door"] td.state').text
+            == "offline"
+        )
+    )

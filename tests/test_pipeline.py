@@ -1,0 +1,157 @@
+"""The face pipeline on real photos from dataset/."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.frames import compose_frame
+from config.schema import PipelineConfig
+from models import FacePipeline
+from models.mesh import five_points
+from tests.conftest import DATASET
+
+PROBES = DATASET / "probes"
+FRONTAL = PROBES / "ORL_s01" / "ORL_s01_0008.jpg"
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    p = FacePipeline(PipelineConfig())
+    yield p
+    p.close()
+
+
+def faces_of(pipeline: FacePipeline, path):
+    return pipeline.get(cv2.imread(str(path)))
+
+
+def test_finds_the_face_in_a_frontal_photo(pipeline):
+    faces = faces_of(pipeline, FRONTAL)
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert w >= 40 and h >= 40 and x >= 0 and y >= 0
+    assert faces[0].aligned and faces[0].landmarks is not None
+    assert faces[0].landmarks.shape == (468, 2)
+
+
+@pytest.mark.parametrize("name", ["coffee.jpg", "rocket.jpg"])
+def test_finds_no_face_where_there_is_none(pipeline, name):
+    assert faces_of(pipeline, DATASET / "samples" / name) == []
+
+
+def test_mask_blanks_background_inside_the_crop(pipeline):
+    face = faces_of(pipeline, FRONTAL)[0]
+    assert face.mask is not None and face.crop is not None
+    outside = face.mask == 0
+    # the oval leaves the corners of the crop as background...
+    assert 0.1 < outside.mean() < 0.7
+    assert not face.crop[outside].any(), "background pixels must be blanked"
+    # ...and keeps the face itself
+    assert face.crop[~outside].mean() > 30
+
+
+def test_background_is_kept_when_mesh_is_off():
+    p = FacePipeline(PipelineConfig(mesh=False))
+    try:
+        face = faces_of(p, FRONTAL)[0]
+    finally:
+        p.close()
+    assert face.mask is None
+    corners = face.crop[:10, :10]
+    assert corners.any(), "without the mask the crop keeps its background"
+
+
+def test_alignment_puts_the_eyes_level_at_the_template(pipeline):
+    face = faces_of(pipeline, PROBES / "ORL_s05" / "ORL_s05_0009.jpg")[0]
+    size = pipeline.embedder.input_size
+    # redo the warp on the landmarks: both eyes land on the template's eye row
+    from models.mesh import TEMPLATE_112, alignment_matrix
+
+    m = alignment_matrix(face.landmarks, size)
+    pts = five_points(face.landmarks) @ m[:, :2].T + m[:, 2]
+    left, right = pts[0], pts[1]
+    assert abs(left[1] - right[1]) < 3.0, "eyes should be level after alignment"
+    template = TEMPLATE_112 * (size / 112.0)
+    assert np.abs(pts[:2] - template[:2]).max() < 6.0
+
+
+def test_embeddings_are_unit_norm_float32_and_deterministic(pipeline):
+    a = faces_of(pipeline, FRONTAL)[0].embedding
+    b = faces_of(pipeline, FRONTAL)[0].embedding
+    assert a.dtype == np.float32 and a.shape == (pipeline.embedder.dim,)
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
+    np.testing.assert_array_equal(a, b)
+
+
+def test_same_person_is_closer_than_different_people(pipeline):
+    people = ["ORL_s01", "ORL_s02", "ORL_s07", "ORL_s11"]
+    vecs = {}
+    for person in people:
+        photos = sorted((PROBES / person).glob("*.jpg"))
+        found = [f for f in (faces_of(pipeline, p) for p in photos) if f]
+        assert len(found) >= 2, person
+        vecs[person] = [f[0].embedding for f in found[:2]]
+    for person in people:
+        same = float(vecs[person][0] @ vecs[person][1])
+        for other in people:
+            if other != person:
+                diff = float(vecs[person][0] @ vecs[other][0])
+                assert same > diff, f"{person}: same {same:.3f} <= vs {other} {diff:.3f}"
+
+
+def test_several_faces_of_a_frame_are_embedded_in_one_batch(pipeline):
+    photos = [PROBES / p / f"{p}_0008.jpg" for p in ("ORL_s01", "ORL_s06", "ORL_s09")]
+    frame = compose_frame(photos)
+    faces = pipeline.get(frame)
+    assert len(faces) == 3
+    # one embedder call: every face reports the same batch time
+    assert len({f.stages["embed_ms"] for f in faces}) == 1
+    # and the batch gives the same vectors as one face at a time
+    for f in faces:
+        single = pipeline.embedder.embed([f.crop])[0]
+        assert float(single @ f.embedding) > 0.9999
+    # faces come back largest first with boxes inside the frame
+    h, w = frame.shape[:2]
+    for f in faces:
+        x, y, bw, bh = f.box
+        assert 0 <= x and 0 <= y and x + bw <= w + 2 and y + bh <= h + 2
+
+
+def test_quality_figures(pipeline):
+    face = faces_of(pipeline, FRONTAL)[0]
+    q = face.quality
+    assert q.area == face.box[2] * face.box[3]
+    assert q.blur > 10 and 20 < q.brightness < 235
+    blurred = cv2.GaussianBlur(cv2.imread(str(FRONTAL)), (9, 9), 4)
+    faces = pipeline.get(blurred)
+    if faces:  # Haar may or may not still find it; if it does, it must be blurrier
+        assert faces[0].quality.blur < q.blur
+
+
+def test_largest_only():
+    photos = [PROBES / p / f"{p}_0008.jpg" for p in ("ORL_s01", "ORL_s06", "ORL_s09")]
+    cfg = PipelineConfig()
+    cfg.detector.largest_only = True
+    p = FacePipeline(cfg)
+    try:
+        assert len(p.get(compose_frame(photos))) == 1
+    finally:
+        p.close()
+
+
+def test_drop_or_fallback_when_facemesh_misses():
+    # a face-like box on a blank frame: Haar is bypassed, FaceMesh finds nothing
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    from models.face import Face
+
+    for miss, kept in (("drop", False), ("fallback", True)):
+        p = FacePipeline(PipelineConfig(on_mesh_miss=miss))
+        try:
+            face = Face(box=(50, 50, 100, 100))
+            assert p.prepare(blank, face) is kept
+            if kept:
+                assert face.crop is not None and not face.aligned and face.mask is None
+        finally:
+            p.close()

