@@ -12,7 +12,10 @@ BACKGROUND = ROOT / "dataset" / "samples" / "rocket.jpg"
 
 
 def compose_frame(
-    faces: list[Path], size: tuple[int, int] = (640, 480), face_height: int = 200, background: Path = BACKGROUND
+    faces: list[Path],
+    size: tuple[int, int] = (640, 480),
+    face_height: int = 200,
+    background: Path = BACKGROUND,
 ) -> np.ndarray:
     """A ``size`` BGR frame: ``background`` with the face photos pasted side by side.
 

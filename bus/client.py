@@ -27,6 +27,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -105,6 +106,8 @@ class BusClient:
     keepalive missed). ``clean_start``/``session_expiry_s`` are the MQTT v5 session
     settings: with ``clean_start=False`` and a session expiry > 0 the broker keeps
     the subscriptions and queues QoS ≥ 1 messages while this client is away.
+    ``max_inflight`` bounds unacknowledged QoS ≥ 1 publishes on the wire; beyond it
+    they wait in memory (never dropped).
     """
 
     def __init__(
@@ -304,10 +307,9 @@ class BusClient:
                 return False
             if last is None:
                 continue
-            try:
+            # ValueError/RuntimeError: never queued / failed for good; _done() says so
+            with contextlib.suppress(ValueError, RuntimeError):
                 last.wait_for_publish(min(remaining, 0.25))
-            except (ValueError, RuntimeError):
-                pass  # never queued / failed for good: _done() says so
 
     def subscribe(
         self, topic_filter: str, handler: Handler, qos: int = 1, timeout: float = 5.0
@@ -398,13 +400,15 @@ class BusClient:
             )
             self._connack.set()
             return
+        # Connected first, then the snapshot: a subscribe() racing with this either
+        # lands in the snapshot or sees connected and sends its own SUBSCRIBE.
+        self._connected = True
+        self._failures = 0
         with self._lock:
             filters: dict[str, int] = {}
             for sub in self._subs:
                 filters[sub.topic_filter] = max(sub.qos, filters.get(sub.topic_filter, 0))
         self._resub = self._send_subscribe(filters) if filters else None
-        self._connected = True
-        self._failures = 0
         log.info(
             "%s: connected to %s (session present: %s)",
             self.client_id,

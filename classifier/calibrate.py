@@ -41,10 +41,20 @@ class Calibration:
     def as_dict(self, points: int = 41) -> dict[str, object]:
         """JSON-ready summary with ``points`` samples of the FAR/FRR curve (0: none)."""
         step = max(1, len(self.thresholds) // points) if points else len(self.thresholds) + 1
-        curve = [
-            {"threshold": round(float(t), 4), "far": round(float(a), 5), "frr": round(float(r), 5)}
-            for t, a, r in zip(self.thresholds[::step], self.far[::step], self.frr[::step], strict=True)
-        ] if points else []
+        curve = (
+            [
+                {
+                    "threshold": round(float(t), 4),
+                    "far": round(float(a), 5),
+                    "frr": round(float(r), 5),
+                }
+                for t, a, r in zip(
+                    self.thresholds[::step], self.far[::step], self.frr[::step], strict=True
+                )
+            ]
+            if points
+            else []
+        )
         return {
             "eer": round(self.eer, 5),
             "eer_threshold": round(self.eer_threshold, 4),
@@ -76,7 +86,11 @@ def calibrate(
         vectors, labels = vectors[pick], [labels[i] for i in pick]
     genuine, impostor = loo_scores(np.asarray(vectors, np.float32), labels)
     thresholds = np.linspace(-1.0, 1.0, steps)
-    far = (impostor[None, :] >= thresholds[:, None]).mean(axis=1) if len(impostor) else np.zeros(steps)
+    far = (
+        (impostor[None, :] >= thresholds[:, None]).mean(axis=1)
+        if len(impostor)
+        else np.zeros(steps)
+    )
     frr = (genuine[None, :] < thresholds[:, None]).mean(axis=1) if len(genuine) else np.zeros(steps)
     i = int(np.argmin(np.abs(far - frr)))
     ok = np.nonzero(far <= target_far)[0]

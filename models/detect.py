@@ -49,7 +49,9 @@ class HaarDetector:
         scale = min(1.0, cfg.detect_width / float(w))
         small = grey
         if scale < 1.0:
-            small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
         small = cv2.equalizeHist(small)
         pad = round(max(small.shape) * cfg.pad)
         if pad:

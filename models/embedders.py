@@ -10,6 +10,7 @@ wrapper owns its preprocessing so the edge and the gallery can't disagree on it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,21 +99,116 @@ class SFaceEmbedder(OnnxEmbedder):
         return batch
 
 
+# CLIP's pixel normalisation as a lookup table: LUT[c, v] is channel c's value for the
+# byte v, computed the way transformers' CLIPImageProcessor does (v * 1/255 in float64,
+# cast to float32, then (x - mean) / std in float32), so the result is bit-identical
+# and a table lookup is cheaper than the arithmetic.
+_CLIP_LUT = (
+    (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None, :] - CLIP_MEAN[:, None]
+) / CLIP_STD[:, None]
+
+_PIL_PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit resampling
+
+
+def _pil_bicubic_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's bicubic (a = -0.5) taps for one axis: ``(first index, int32 weights)``.
+
+    A transcription of Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``
+    (libImaging/Resample.c): the kernel is widened by the scale factor when shrinking
+    (antialiasing, which OpenCV's INTER_CUBIC does not do), weights are normalised
+    per output pixel and turned into 22-bit fixed point.
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    # C's (int) truncates toward zero; astype(int64) does the same
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    x = (((taps[None, :] + xmin[:, None]) - center[:, None]) + 0.5) * (1.0 / filterscale)
+    x = np.abs(x)
+    a = -0.5
+    w = np.where(
+        x < 1.0,
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
+        np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0),
+    )
+    w[taps[None, :] >= xmax[:, None]] = 0.0
+    total = np.zeros(out_size)
+    for j in range(ksize):  # sequential sum, as in C (keeps the last bit identical)
+        total += w[:, j]
+    w = np.divide(w, total[:, None], out=w, where=total[:, None] != 0.0)
+    one = float(1 << _PIL_PRECISION_BITS)
+    k = np.where(w < 0, -0.5 + w * one, 0.5 + w * one).astype(np.int64)  # trunc toward 0
+    return xmin, k
+
+
+def _pil_resample_axis(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """Resize uint8 ``img`` (H, W, C) along ``axis`` (1 = width, 0 = height) like Pillow."""
+    in_size = img.shape[axis]
+    xmin, k = _pil_bicubic_coeffs(in_size, out_size)
+    src = np.moveaxis(img, axis, 0)  # the resized axis first
+    acc = np.full((out_size,) + src.shape[1:], 1 << (_PIL_PRECISION_BITS - 1), np.int64)
+    for j in range(k.shape[1]):
+        idx = np.minimum(xmin + j, in_size - 1)  # taps past the end have weight 0
+        acc += src[idx].astype(np.int64) * k[:, j].reshape((-1,) + (1,) * (src.ndim - 1))
+    out = np.clip(acc >> _PIL_PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.moveaxis(out, 0, axis)
+
+
+def pil_bicubic_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``PIL.Image.resize((width, height), BICUBIC)`` on a uint8 HxWxC array, without Pillow.
+
+    Two separable passes with an 8-bit intermediate, as Pillow does, so the bytes come
+    out the same as transformers' CLIPImageProcessor (which resizes with Pillow).
+    OpenCV's INTER_CUBIC differs (a = -0.75, no antialiasing when shrinking) by up to
+    ~100 grey levels at edges. Pillow runs the horizontal pass first, except (since
+    Pillow 13) when the height shrinks by more than twice as many pixels as the width;
+    older Pillow differs there by a grey level or two at a few pixels.
+    """
+    h, w = img.shape[:2]
+    vertical_first = (h - height) > 0 and (h - height) > 2 * (w - width)
+    for axis in (0, 1) if vertical_first else (1, 0):
+        size = height if axis == 0 else width
+        if img.shape[axis] != size:
+            img = _pil_resample_axis(img, size, axis)
+    return img
+
+
+def clip_resize_shape(h: int, w: int, size: int = 224) -> tuple[int, int]:
+    """(height, width) after scaling the shortest side to ``size``, as CLIPImageProcessor
+    computes it (the long side is truncated, not rounded)."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    return (new_long, size) if w <= h else (size, new_long)
+
+
 def clip_preprocess(crops: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
-    """CLIP's own preprocessing without transformers: shortest side → ``size`` (bicubic),
-    centre crop, BGR → RGB, scale to 0..1, normalise with CLIP's mean/std. NCHW float32.
+    """CLIP's own preprocessing without transformers: shortest side → ``size`` (Pillow's
+    bicubic), centre crop, BGR → RGB, scale to 0..1, normalise with CLIP's mean/std.
+    NCHW float32, identical to ``CLIPImageProcessor()`` on the same RGB pixels.
+
+    Crops from the face pipeline are already ``size`` × ``size``, so only the lookup
+    table runs; other sizes are resized the way Pillow does it.
     """
     batch = np.empty((len(crops), 3, size, size), np.float32)
     for i, crop in enumerate(crops):
+        if crop.ndim == 2:
+            crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+        elif crop.shape[2] == 4:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
+        if crop.dtype != np.uint8:
+            raise TypeError(f"clip_preprocess wants uint8 BGR crops, got {crop.dtype}")
         h, w = crop.shape[:2]
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        nh, nw = clip_resize_shape(h, w, size)
         if (nh, nw) != (h, w):
-            crop = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_CUBIC)
+            crop = pil_bicubic_resize(crop, nw, nh)
         top, left = (nh - size) // 2, (nw - size) // 2
-        crop = crop[top : top + size, left : left + size, ::-1]
-        pixels = crop.astype(np.float32) * (1.0 / 255.0)
-        batch[i] = ((pixels - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)
+        rgb = crop[top : top + size, left : left + size, ::-1]
+        for c in range(3):
+            batch[i, c] = _CLIP_LUT[c][rgb[:, :, c]]
     return batch
 
 

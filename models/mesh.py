@@ -72,7 +72,7 @@ def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def oval_mask(shape: tuple[int, ...], landmarks: np.ndarray) -> np.ndarray:
     """uint8 mask (255 inside the face oval) of ``shape[:2]``."""
     mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(landmarks[FACE_OVAL]).astype(np.int32)], 255)
+    cv2.fillPoly(mask, [np.round(landmarks[FACE_OVAL]).astype(np.int32)], (255,))
     return mask
 
 
@@ -108,7 +108,9 @@ class FaceMesher:
         ch, cw = crop.shape[:2]
         scale = min(1.0, self.max_side / float(max(ch, cw)))
         if scale < 1.0:
-            crop = cv2.resize(crop, (round(cw * scale), round(ch * scale)), interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(
+                crop, (round(cw * scale), round(ch * scale)), interpolation=cv2.INTER_AREA
+            )
         result = self._mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return None

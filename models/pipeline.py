@@ -31,7 +31,9 @@ def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) ->
     # warpAffine with a pure scale+shift does crop, pad and resize in one pass
     s = size / float(side)
     m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float32)
-    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 class FacePipeline:
@@ -42,11 +44,17 @@ class FacePipeline:
     FaceMesh cannot mesh is kept unaligned or dropped (``on_mesh_miss``).
     """
 
-    def __init__(self, cfg: PipelineConfig | None = None, embedder: OnnxEmbedder | None = None) -> None:
+    def __init__(
+        self, cfg: PipelineConfig | None = None, embedder: OnnxEmbedder | None = None
+    ) -> None:
         self.cfg = cfg or PipelineConfig()
         self.detector = HaarDetector(self.cfg.detector)
-        self.embedder = embedder or get_embedder(self.cfg.model, self.cfg.models_dir, self.cfg.threads)
-        self.mesher = FaceMesher(self.cfg.mesh_margin) if (self.cfg.mesh or self.cfg.align) else None
+        self.embedder = embedder or get_embedder(
+            self.cfg.model, self.cfg.models_dir, self.cfg.threads
+        )
+        self.mesher = (
+            FaceMesher(self.cfg.mesh_margin) if (self.cfg.mesh or self.cfg.align) else None
+        )
 
     @property
     def model_id(self) -> str:
@@ -78,7 +86,9 @@ class FacePipeline:
         face.landmarks = landmarks
         if landmarks is not None and self.cfg.align:
             m = alignment_matrix(landmarks, size)
-            crop = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            crop = cv2.warpAffine(
+                frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
             face.aligned = True
             warped_points = landmarks @ m[:, :2].T + m[:, 2]
         else:
@@ -87,7 +97,9 @@ class FacePipeline:
             s = size / float(side)
             x0 = face.box[0] + face.box[2] / 2.0 - side / 2.0
             y0 = face.box[1] + face.box[3] / 2.0 - side / 2.0
-            warped_points = (landmarks - np.array([x0, y0], np.float32)) * s if landmarks is not None else None
+            warped_points = (
+                (landmarks - np.array([x0, y0], np.float32)) * s if landmarks is not None else None
+            )
         if self.cfg.mesh and warped_points is not None:
             mask = oval_mask(crop.shape, warped_points)
             crop = cv2.bitwise_and(crop, crop, mask=mask)

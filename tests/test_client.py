@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,16 @@ class Inbox:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[BusClient]]:
+def clients(request: pytest.FixtureRequest) -> list[BusClient]:
     """Closes every client a test registers, whatever happens."""
     made: list[BusClient] = []
-    yield made
-    for c in made:
-        c.close(timeout=0)
+
+    def close_all() -> None:
+        for c in made:
+            c.close(timeout=0)
+
+    request.addfinalizer(close_all)
+    return made
 
 
 def new(made: list[BusClient], broker: BrokerConfig, client_id: str, **kw: object) -> BusClient:
@@ -220,10 +224,22 @@ def _make_certs(d: Path) -> None:
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=t")
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key")
     run(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
     )
 
 
@@ -236,7 +252,9 @@ def test_tls(tmp_path: Path, clients: list[BusClient]) -> None:
     )
     broker = Mosquitto(tmp_path, extra=extra).start()
     try:
-        tls = BrokerConfig(url=f"mqtts://127.0.0.1:{broker.port}", ca_certs=str(tmp_path / "ca.pem"))
+        tls = BrokerConfig(
+            url=f"mqtts://127.0.0.1:{broker.port}", ca_certs=str(tmp_path / "ca.pem")
+        )
         assert tls.tls
         inbox = Inbox()
         sub = new(clients, tls, "tls-sub").connect(timeout=5)

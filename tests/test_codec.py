@@ -291,9 +291,9 @@ def test_module_doctest() -> None:
 
 def _block_after(marker: str) -> str:
     text = PROTOCOL_MD.read_text(encoding="utf-8")
-    m = re.search(rf"<!-- test-vector: {marker} -->\s*\n```\w*\n(.*?)\n```", text, re.S)
-    assert m, f"docs/protocol.md has no '{marker}' test-vector block"
-    return m.group(1)
+    found = re.findall(rf"<!-- test-vector: {marker} -->\s*\n```\w*\n(.*?)\n```", text, re.S)
+    assert len(found) == 1, f"docs/protocol.md needs exactly one '{marker}' test-vector block"
+    return str(found[0])
 
 
 def doc_bytes() -> bytes:

@@ -9,7 +9,11 @@ from config.schema import ClassifierConfig, EdgeConfig, MonitorConfig
 
 
 def test_shipped_yaml_files_load():
-    for cls, name in ((EdgeConfig, "edge"), (ClassifierConfig, "classifier"), (MonitorConfig, "monitor")):
+    for cls, name in (
+        (EdgeConfig, "edge"),
+        (ClassifierConfig, "classifier"),
+        (MonitorConfig, "monitor"),
+    ):
         cfg = config.load(cls, config.default_path(name), env={})
         assert isinstance(cfg, cls)
 
@@ -37,7 +41,11 @@ def test_wrong_types_and_values_are_errors(tmp_path):
 def test_precedence_file_env_flags(tmp_path):
     p = tmp_path / "e.yaml"
     p.write_text("node: from-file\nfps: 2\npipeline:\n  align: true\n")
-    env = {"FACEWIRE_NODE": "from-env", "FACEWIRE_PIPELINE_ALIGN": "0", "FACEWIRE_BROKER": "mqtt://b:1999"}
+    env = {
+        "FACEWIRE_NODE": "from-env",
+        "FACEWIRE_PIPELINE_ALIGN": "0",
+        "FACEWIRE_BROKER": "mqtt://b:1999",
+    }
     cfg = config.load(EdgeConfig, p, env=env, overrides={"fps": 7.5, "source": None})
     assert cfg.node == "from-env"
     assert cfg.pipeline.align is False

@@ -10,8 +10,20 @@ from tests.conftest import DATASET, ROOT
 
 
 def run_eval(*extra: str) -> dict:
-    cmd = [sys.executable, "-m", "facewire", "eval", "--gallery", str(DATASET / "gallery"),
-           "--probes", str(DATASET / "probes"), "--unknown", str(DATASET / "unknown"), "--json", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facewire",
+        "eval",
+        "--gallery",
+        str(DATASET / "gallery"),
+        "--probes",
+        str(DATASET / "probes"),
+        "--unknown",
+        str(DATASET / "unknown"),
+        "--json",
+        *extra,
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -21,8 +33,17 @@ def run_eval(*extra: str) -> dict:
 
 def test_eval_names_the_right_person_for_most_probes():
     r = run_eval()
-    for key in ("model", "identities", "gallery_images", "probes", "rank1", "unknown_rejected",
-                "threshold", "no_face", "ms_per_face"):
+    for key in (
+        "model",
+        "identities",
+        "gallery_images",
+        "probes",
+        "rank1",
+        "unknown_rejected",
+        "threshold",
+        "no_face",
+        "ms_per_face",
+    ):
         assert key in r, key
     assert r["model"].startswith("sface-")
     assert r["identities"] == 22
@@ -35,6 +56,11 @@ def test_eval_names_the_right_person_for_most_probes():
 
 
 def test_eval_table_and_help():
-    done = subprocess.run([sys.executable, "-m", "facewire", "eval", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "facewire", "eval", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "--no-mesh" in done.stdout and "--unknown" in done.stdout

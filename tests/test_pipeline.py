@@ -116,7 +116,7 @@ def test_several_faces_of_a_frame_are_embedded_in_one_batch(pipeline):
     h, w = frame.shape[:2]
     for f in faces:
         x, y, bw, bh = f.box
-        assert 0 <= x and 0 <= y and x + bw <= w + 2 and y + bh <= h + 2
+        assert x >= 0 and y >= 0 and x + bw <= w + 2 and y + bh <= h + 2
 
 
 def test_quality_figures(pipeline):

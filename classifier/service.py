@@ -1,0 +1,300 @@
+"""The classifier service: embeddings in, names out, over the broker.
+
+Threads: paho's network thread decodes and checks each message (microseconds) and
+puts it on its node's queue; one worker takes what is queued, round-robin across
+nodes, searches it as one FAISS batch and publishes one result per message, in
+order per node. A message that can't be used gets a reason on ``faces/<node>/error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bus import codec, topics
+from bus.client import BusClient, Message
+from classifier.queues import FairQueues
+from classifier.search import Matcher
+from classifier.thresholds import LiveThresholds
+from config.schema import ClassifierConfig
+
+log = logging.getLogger("facewire.classifier")
+
+
+@dataclass(slots=True)
+class Pending:
+    """A decoded message waiting for the worker."""
+
+    msg: codec.EmbeddingMessage
+    received: float  # perf_counter on arrival
+
+
+@dataclass
+class GalleryIndex:
+    """What the worker searches: swapped whole when the gallery changes."""
+
+    matcher: Matcher
+    model_id: str
+    identities: int
+    vectors: int
+    version: str
+    calibration: dict[str, Any] | None = None
+
+
+def _pct(values: deque[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    p50, p99 = np.percentile(np.fromiter(values, float, len(values)), [50, 99])
+    return round(float(p50), 3), round(float(p99), 3)
+
+
+class ClassifierService:
+    """Wire a ``GalleryIndex`` to the broker. ``start()`` returns once subscribed."""
+
+    def __init__(
+        self, cfg: ClassifierConfig, index: GalleryIndex, client_id: str | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.queues: FairQueues[Pending] = FairQueues(cfg.queue_size)
+        self.live = LiveThresholds(cfg.stats_window)
+        self.rejected: dict[str, int] = {}
+        self.processed = 0
+        self._queue_ms: deque[float] = deque(maxlen=2000)
+        self._search_ms: deque[float] = deque(maxlen=2000)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self._last_drop_note: dict[str, float] = {}
+        self._stop = threading.Event()
+        offline = json.dumps({"state": "offline"})
+        self.client_id = client_id or f"classifier-{os.getpid()}"
+        self.bus = BusClient(
+            cfg.broker, self.client_id, will=(topics.CLASSIFIER_STATUS, offline, 1, True)
+        )
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> ClassifierService:
+        self.bus.subscribe(
+            topics.shared(topics.EMBEDDINGS, self.cfg.group), self._on_embedding, qos=1
+        )
+        # keep retrying in the background: an unattended service outlives a broker restart
+        self.bus.connect(wait=False)
+        deadline = time.monotonic() + timeout
+        while not self.bus.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.bus.connected:
+            log.warning("broker %s not reachable yet; retrying in the background", self.bus.address)
+        for target, name in ((self._work, "classifier-worker"), (self._report, "classifier-stats")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.publish_status()
+        self.publish_thresholds()
+        log.info(
+            "classifier ready on %s: %d identities, %d vectors, model %s",
+            self.bus.address,
+            self.index.identities,
+            self.index.vectors,
+            self.index.model_id,
+        )
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queues.close()
+        for t in self._threads:
+            t.join(5)
+        try:
+            self.bus.publish(
+                topics.CLASSIFIER_STATUS,
+                json.dumps({"state": "offline", "ts": time.time()}),
+                1,
+                True,
+            )
+        finally:
+            self.bus.close()
+
+    def request_stop(self, *_: object) -> None:
+        """Ask ``wait()`` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    # -- network thread -------------------------------------------------------------
+
+    def _on_embedding(self, m: Message) -> None:
+        received = time.perf_counter()
+        node = topics.node_of(m.topic)
+        try:
+            msg = codec.decode(m.payload)
+            codec.check_vector(msg.vector, self.index.matcher.dim)
+            if msg.node != node:
+                raise codec.CodecError(
+                    "bad_metadata",
+                    f"node {msg.node!r} in the payload, {node!r} in the topic",
+                    seq=msg.seq,
+                )
+            if msg.model_id != self.index.model_id:
+                raise codec.CodecError(
+                    "wrong_model",
+                    f"vector from model {msg.model_id!r}, gallery is {self.index.model_id!r}",
+                    node=msg.node,
+                    seq=msg.seq,
+                )
+        except codec.CodecError as exc:
+            self._reject(node, exc.code, exc.message, exc.seq)
+            return
+        dropped = self.queues.put(node, Pending(msg, received))
+        if dropped is not None:
+            self._note_drop(node, dropped.msg.seq)
+
+    def _reject(self, node: str, reason: str, detail: str, seq: int | None) -> None:
+        self.rejected[node] = self.rejected.get(node, 0) + 1
+        log.warning("rejected message from %s: %s (%s)", node, reason, detail)
+        payload = {
+            "node": node,
+            "reason": reason,
+            "detail": detail,
+            "seq": seq,
+            "count": self.rejected[node],
+            "ts": time.time(),
+        }
+        self.bus.publish(topics.error(node), json.dumps(payload), qos=0)
+
+    def _note_drop(self, node: str, seq: int) -> None:
+        # at most one note per node per second: a flood must not become a flood of errors
+        now = time.monotonic()
+        if now - self._last_drop_note.get(node, 0.0) < 1.0:
+            return
+        self._last_drop_note[node] = now
+        count = self.queues.dropped.get(node, 0)
+        detail = (
+            f"queue of {self.cfg.queue_size} full: dropped the oldest (seq {seq}); "
+            f"{count} dropped so far"
+        )
+        log.warning("node %s: %s", node, detail)
+        payload = {
+            "node": node,
+            "reason": "queue_full",
+            "detail": detail,
+            "seq": seq,
+            "count": count,
+            "ts": time.time(),
+        }
+        self.bus.publish(topics.error(node), json.dumps(payload), qos=0)
+
+    # -- worker -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            batch = self.queues.take(self.cfg.batch_max, timeout=0.25)
+            if batch:
+                try:
+                    self.classify(batch)
+                except Exception:  # a bug must not stop the service; it is logged loudly
+                    log.exception("classifying a batch of %d failed", len(batch))
+
+    def classify(self, batch: list[tuple[str, Pending]]) -> None:
+        """Search ``batch`` in one FAISS call and publish a result per message, in order."""
+        started = time.perf_counter()
+        index = self.index  # one consistent gallery for the whole batch
+        queries = np.stack([p.msg.vector for _, p in batch])
+        matches = index.matcher.search(queries)
+        searched = time.perf_counter()
+        search_ms = (searched - started) * 1000.0
+        self._search_ms.append(search_ms)
+        threshold = index.matcher.threshold
+        for (node, p), match in zip(batch, matches, strict=True):
+            msg = p.msg
+            queue_ms = (started - p.received) * 1000.0
+            self._queue_ms.append(queue_ms)
+            self.live.add(match.score)
+            timings = {
+                f"{k}_ms" if not k.endswith("_ms") else k: round(v, 3)
+                for k, v in msg.stages.items()
+            }
+            timings["queue_ms"] = round(queue_ms, 3)
+            timings["search_ms"] = round(search_ms, 3)
+            timings["total_classifier_ms"] = round((time.perf_counter() - p.received) * 1000.0, 3)
+            result = {
+                "node": node,
+                "seq": msg.seq,
+                "frame": msg.frame_id,
+                "face": msg.face_index,
+                "name": match.name,
+                "score": round(match.score, 4),
+                "threshold": threshold,
+                "model": index.model_id,
+                "neighbours": [{"name": n, "score": round(s, 4)} for n, s in match.neighbours],
+                "bbox": list(msg.bbox),
+                "captured_at": msg.captured_at,
+                "timings": timings,
+                "classified_at": time.time(),
+            }
+            self.bus.publish(topics.result(node), json.dumps(result), qos=0)
+        self.processed += len(batch)
+        self._rate.append((time.monotonic(), self.processed))
+
+    # -- status and statistics --------------------------------------------------------
+
+    def messages_per_s(self) -> float:
+        if len(self._rate) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
+        if time.monotonic() - t1 > 5.0:
+            return 0.0
+        return round((n1 - n0) / max(t1 - t0, 1e-6), 1)
+
+    def status(self) -> dict[str, Any]:
+        q50, q99 = _pct(self._queue_ms)
+        s50, s99 = _pct(self._search_ms)
+        return {
+            "state": "online",
+            "client_id": self.client_id,
+            "model": self.index.model_id,
+            "gallery": {
+                "identities": self.index.identities,
+                "vectors": self.index.vectors,
+                "version": self.index.version,
+            },
+            "threshold": self.index.matcher.threshold,
+            "queues": self.queues.depths(),
+            "dropped": dict(self.queues.dropped),
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_node": dict(self.rejected),
+            "processed": self.processed,
+            "messages_per_s": self.messages_per_s(),
+            "timings": {
+                "queue_ms_p50": q50,
+                "queue_ms_p99": q99,
+                "search_ms_p50": s50,
+                "search_ms_p99": s99,
+            },
+            "ts": time.time(),
+        }
+
+    def publish_status(self) -> None:
+        self.bus.publish(topics.CLASSIFIER_STATUS, json.dumps(self.status()), qos=1, retain=True)
+
+    def publish_thresholds(self) -> None:
+        snap = self.live.snapshot(self.index.matcher.threshold, self.index.calibration)
+        self.bus.publish(topics.THRESHOLDS, json.dumps(snap), qos=1, retain=True)
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.cfg.stats_interval_s):
+            try:
+                self.publish_status()
+                self.publish_thresholds()
+            except Exception:
+                log.exception("publishing statistics failed")
