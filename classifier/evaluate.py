@@ -75,8 +75,8 @@ class Report:
         }
 
 
-def probe_files(root: Path) -> list[tuple[str, Path]]:
-    return list(iter_people(root))
+def probe_files(root: Path, subdir: str = "") -> list[tuple[str, Path]]:
+    return list(iter_people(root, subdir))
 
 
 def run_probes(
@@ -111,10 +111,12 @@ def evaluate(
     pipeline_cfg: PipelineConfig,
     search_cfg: SearchConfig,
     progress: bool = False,
+    split: tuple[str, str] = ("", ""),
 ) -> Report:
+    """``split`` = (gallery subdir, probe subdir) for a ``<person>/{train,test}/`` layout."""
     pipeline = FacePipeline(pipeline_cfg)
     try:
-        gallery = build_gallery(gallery_dir, pipeline, cache_path=None, progress=progress)
+        gallery = build_gallery(gallery_dir, pipeline, progress=progress, subdir=split[0])
         matcher = Matcher(gallery.vectors, gallery.labels, search_cfg.k, search_cfg.threshold)
         cal = calibrate(gallery.vectors, gallery.labels) if len(gallery.labels) > 1 else None
         report = Report(
@@ -130,7 +132,7 @@ def evaluate(
             threshold=search_cfg.threshold,
             calibration=cal.as_dict(points=0) if cal else None,
         )
-        report.outcomes = run_probes(pipeline, matcher, probe_files(probes_dir))
+        report.outcomes = run_probes(pipeline, matcher, probe_files(probes_dir, split[1]))
         if unknown_dir is not None:
             report.unknown = run_probes(pipeline, matcher, probe_files(unknown_dir))
         return report
@@ -223,6 +225,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", type=Path, default=None, help="YAML with 'pipeline' and 'search' sections"
     )
+    p.add_argument(
+        "--split",
+        default="",
+        metavar="GALLERY_SUB:PROBE_SUB",
+        help="one folder holding both sets as <person>/<GALLERY_SUB>/ and <person>/<PROBE_SUB>/ "
+        "(e.g. --gallery DIR --probes DIR --split train:test)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
         "--progress", action="store_true", help="show a progress bar while building the gallery"
@@ -248,8 +257,17 @@ def run(args: argparse.Namespace) -> int:
             "search.k": args.k,
         },
     )
+    split = args.split.split(":", 1) if args.split else ["", ""]
+    if len(split) != 2:
+        raise SystemExit("--split takes GALLERY_SUB:PROBE_SUB, e.g. train:test")
     report = evaluate(
-        args.gallery, args.probes, args.unknown, cfg.pipeline, cfg.search, progress=args.progress
+        args.gallery,
+        args.probes,
+        args.unknown,
+        cfg.pipeline,
+        cfg.search,
+        progress=args.progress,
+        split=(split[0], split[1]),
     )
     result = report.as_dict()
     if args.json:

@@ -71,14 +71,16 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def iter_people(root: Path) -> Iterator[tuple[str, Path]]:
-    """(person, file) for every file below ``root/<person>/``, sorted, hidden files skipped."""
+def iter_people(root: Path, subdir: str = "") -> Iterator[tuple[str, Path]]:
+    """(person, file) for every file below ``root/<person>/[subdir/]``, sorted, hidden
+    files skipped. ``subdir`` picks one split of a ``<person>/{train,test}/`` layout."""
     if not root.is_dir():
         raise FileNotFoundError(f"gallery folder not found: {root}")
     for person_dir in sorted(
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
-        for f in sorted(person_dir.rglob("*")):
+        files_dir = person_dir / subdir if subdir else person_dir
+        for f in sorted(files_dir.rglob("*")):
             rel = f.relative_to(person_dir)
             if f.is_file() and not any(part.startswith(".") for part in rel.parts):
                 yield person_dir.name, f
@@ -168,11 +170,12 @@ def build_gallery(
     pipeline: FacePipeline,
     cache_path: Path | None = None,
     progress: bool = True,
+    subdir: str = "",
 ) -> Gallery:
     """Embed every photo below ``root`` (see the module doc) into a ``Gallery``."""
     from tqdm import tqdm
 
-    files = list(iter_people(Path(root)))
+    files = list(iter_people(Path(root), subdir))
     cache = EmbeddingCache(cache_path, _pipeline_key(pipeline))
     vectors: list[np.ndarray] = []
     labels: list[str] = []

@@ -44,7 +44,10 @@ def start_broker(port: int, workdir: Path) -> subprocess.Popen[bytes] | None:
     path = workdir / "mosquitto.conf"
     path.write_text(conf)
     proc = subprocess.Popen(
-        [exe, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [exe, "-c", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while not port_open(port):
@@ -135,51 +138,44 @@ def main(argv: list[str] | None = None) -> int:
             if broker is not None:
                 procs.append(("mosquitto", broker))
             common = ["--broker", broker_url, "--model", args.model]
-            classifier = subprocess.Popen(
-                [*py, "classifier", "--dataset", str(args.dataset / "gallery"), *common], cwd=ROOT
-            )
-            procs.append(("classifier", classifier))
+
+            def spawn(name: str, *cmd: str) -> subprocess.Popen[bytes]:
+                # own session: a terminal's Ctrl-C reaches only the demo, which then
+                # stops the parts in order (edges first, broker last)
+                proc = subprocess.Popen([*py, *cmd], cwd=ROOT, start_new_session=True)
+                procs.append((name, proc))
+                return proc
+
+            gallery = str(args.dataset / "gallery")
+            classifier = spawn("classifier", "classifier", "--dataset", gallery, *common)
             print("building the gallery (first run embeds every photo; later runs use the cache) …")
             wait_classifier_ready(broker_url, classifier)
             (ROOT / "var").mkdir(exist_ok=True)
-            procs.append(
-                (
-                    "monitor",
-                    subprocess.Popen(
-                        [
-                            *py,
-                            "monitor",
-                            "--broker",
-                            broker_url,
-                            "--port",
-                            str(args.monitor_port),
-                            "--db",
-                            str(ROOT / "var" / "demo.sqlite3"),
-                        ],
-                        cwd=ROOT,
-                    ),
-                )
+            db = str(ROOT / "var" / "demo.sqlite3")
+            spawn(
+                "monitor",
+                "monitor",
+                "--broker",
+                broker_url,
+                "--port",
+                str(args.monitor_port),
+                "--db",
+                db,
             )
             for node, folder in (("door", "probes"), ("office", "unknown")):
-                procs.append(
-                    (
-                        f"edge {node}",
-                        subprocess.Popen(
-                            [
-                                *py,
-                                "edge",
-                                "--node",
-                                node,
-                                "--source",
-                                str(args.dataset / folder),
-                                "--loop",
-                                "--fps",
-                                str(args.fps),
-                                *common,
-                            ],
-                            cwd=ROOT,
-                        ),
-                    )
+                source = str(args.dataset / folder)
+                fps = str(args.fps)
+                spawn(
+                    f"edge {node}",
+                    "edge",
+                    "--node",
+                    node,
+                    "--source",
+                    source,
+                    "--loop",
+                    "--fps",
+                    fps,
+                    *common,
                 )
             print(
                 f"\n  facewire demo running — open http://127.0.0.1:{args.monitor_port}/log/html"

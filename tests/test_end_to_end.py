@@ -350,3 +350,45 @@ def test_results_reach_the_monitor_log(mosquitto, classifier, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_replicas_in_a_group_share_the_load_without_duplicates(mosquitto, gallery_index):
+    import numpy as np
+
+    from bus import codec
+
+    a = ClassifierService(
+        classifier_cfg(mosquitto, group="g"), gallery_index, client_id="cls-a"
+    ).start()
+    b = ClassifierService(
+        classifier_cfg(mosquitto, group="g"), gallery_index, client_id="cls-b"
+    ).start()
+    results: list[dict] = []
+    client = BusClient(config.schema.BrokerConfig(url=mosquitto.url), "sender")
+    client.subscribe("faces/cam/result", lambda m: results.append(json.loads(m.payload)))
+    client.connect()
+    rng = np.random.default_rng(3)
+    try:
+        for seq in range(1, 61):
+            v = rng.normal(size=gallery_index.matcher.dim).astype(np.float32)
+            msg = codec.EmbeddingMessage(
+                "cam",
+                seq,
+                seq,
+                0,
+                (0, 0, 9, 9),
+                gallery_index.model_id,
+                time.time(),
+                {},
+                (81.0, 1.0, 1.0),
+                v / np.linalg.norm(v),
+            )
+            client.publish("faces/cam/embedding", codec.encode(msg), qos=1)
+        wait_for(lambda: len(results) >= 60, 10, "60 results")
+        time.sleep(0.3)
+    finally:
+        a.stop()
+        b.stop()
+        client.close()
+    assert sorted(r["seq"] for r in results) == list(range(1, 61))  # each once
+    assert a.processed > 0 and b.processed > 0 and a.processed + b.processed == 60

@@ -1,0 +1,87 @@
+"""Edge pieces: frame sources and dedup, on real photos."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import config
+from bench.frames import compose_frame
+from config.schema import EdgeConfig
+from edge.daemon import EdgeNode
+from edge.dedup import Dedup
+from edge.sources import open_source
+from tests.conftest import DATASET
+
+PROBES = DATASET / "probes"
+
+
+def test_folder_source_replays_in_order_and_skips_bad_files(tmp_path):
+    for f in sorted((PROBES / "ORL_s01").glob("*.jpg"))[:3]:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    frames = list(open_source(str(tmp_path), fps=0))
+    assert [f.label for f in frames] == sorted(p.name for p in (PROBES / "ORL_s01").glob("*.jpg"))[:3]
+    assert [f.frame_id for f in frames] == [0, 1, 2]
+    assert all(f.image.shape[2] == 3 and f.capture_ms >= 0 for f in frames)
+
+
+def test_folder_source_loops_and_paces(tmp_path):
+    shutil.copy(PROBES / "ORL_s01" / "ORL_s01_0007.jpg", tmp_path)
+    source = open_source(str(tmp_path), fps=20, loop=True)
+    t0 = time.perf_counter()
+    frames = [next(source) for _ in range(6)]
+    elapsed = time.perf_counter() - t0
+    assert len(frames) == 6 and frames[-1].frame_id == 5
+    assert elapsed >= 5 / 20 * 0.9  # paced: six frames at 20 fps take at least 5 periods
+
+
+def test_video_file_source(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    frame = compose_frame([PROBES / "ORL_s02" / "ORL_s02_0008.jpg"])
+    for _ in range(5):
+        writer.write(frame)
+    writer.release()
+    frames = list(open_source(str(path), fps=0))
+    assert len(frames) == 5 and frames[0].image.shape == (480, 640, 3)
+
+
+def test_missing_source_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="cannot open video source"):
+        next(open_source("/nonexistent/video.mp4", fps=0))
+
+
+def test_dedup_skips_the_same_face_in_the_same_place_until_it_is_old():
+    d = Dedup(max_distance=0.15, max_age_s=3.0)
+    a = np.array([1.0, 0.0, 0.0], np.float32)
+    b = np.array([0.0, 1.0, 0.0], np.float32)
+    box = (100, 100, 80, 80)
+    assert d.should_send(a, box, 0.0)
+    assert not d.should_send(a, (110, 95, 80, 80), 1.0)  # same face, moved a little
+    assert d.should_send(b, box, 1.5)  # someone else stepped in
+    assert d.should_send(a, (400, 100, 80, 80), 1.6)  # same vector far away: another face
+    assert d.should_send(a, box, 5.0)  # old enough to be sent again
+    assert d.skipped == 1
+
+
+def test_edge_node_dedups_a_face_that_stays(mosquitto):
+    cfg = config.load(EdgeConfig, overrides={"node": "cam", "broker.url": mosquitto.url}, env={})
+    node = EdgeNode(cfg).start()
+    try:
+        frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
+        sent = [len(node.process(frame)) for _ in range(4)]
+        assert sent == [1, 0, 0, 0]
+        assert node.status()["dropped_dedup"] == 3
+    finally:
+        node.close(drain_s=0.5)
+
+
+def test_bad_node_id_is_refused():
+    cfg = config.load(EdgeConfig, overrides={"node": "faces/evil"}, env={})
+    with pytest.raises(ValueError):
+        EdgeNode(cfg)
