@@ -96,13 +96,14 @@ class FaceMesher:
             min_detection_confidence=0.5,
         )
 
-    def landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    def landmarks(self, bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+        """468 landmarks of the face in ``box`` of the BGR frame, or ``None``."""
         x, y, w, h = box
         m = round(max(w, h) * self.margin)
         x0, y0, x1, y1 = x - m, y - m, x + w + m, y + h + m
-        fh, fw = rgb.shape[:2]
+        fh, fw = bgr.shape[:2]
         pad = (max(0, -y0), max(0, y1 - fh), max(0, -x0), max(0, x1 - fw))
-        crop = rgb[max(y0, 0) : min(y1, fh), max(x0, 0) : min(x1, fw)]
+        crop = bgr[max(y0, 0) : min(y1, fh), max(x0, 0) : min(x1, fw)]
         if any(pad):
             crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_REPLICATE)
         ch, cw = crop.shape[:2]
@@ -111,7 +112,8 @@ class FaceMesher:
             crop = cv2.resize(
                 crop, (round(cw * scale), round(ch * scale)), interpolation=cv2.INTER_AREA
             )
-        result = self._mesh.process(np.ascontiguousarray(crop))
+        # colour conversion on the small crop only, not on the whole frame
+        result = self._mesh.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
         if not result.multi_face_landmarks:
             return None
         pts = result.multi_face_landmarks[0].landmark

@@ -77,8 +77,7 @@ class FacePipeline:
         landmarks = None
         if self.mesher is not None:
             t0 = time.perf_counter()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            landmarks = self.mesher.landmarks(rgb, face.box)
+            landmarks = self.mesher.landmarks(frame, face.box)
             face.stages["mesh_ms"] = _ms(t0)
             if landmarks is None and self.cfg.on_mesh_miss == "drop":
                 return False
