@@ -58,7 +58,11 @@ class Matcher:
     ) -> None:
         if len(vectors) != len(labels):
             raise ValueError("one label per gallery vector")
-        self.labels = np.asarray(labels, dtype=object)
+        # identities as small ints: the vote is then numpy work, not Python per neighbour
+        self.names, codes = np.unique(
+            np.asarray(labels, dtype=object).astype(str), return_inverse=True
+        )
+        self._codes = np.append(codes.astype(np.int64), -1)  # index -1 (no neighbour) → -1
         self.k = max(1, min(k, len(labels))) if len(labels) else 0
         self.threshold = threshold
         self.dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
@@ -70,21 +74,27 @@ class Matcher:
         if self.k == 0:
             return [Match(UNKNOWN, -1.0, UNKNOWN, ()) for _ in range(len(q))]
         sims, ids = self.index.search(q, self.k)
-        return [self._vote(s, i) for s, i in zip(sims, ids, strict=True)]
-
-    def _vote(self, sims: np.ndarray, ids: np.ndarray) -> Match:
-        valid = ids >= 0
-        names = self.labels[ids[valid]]
-        scores = sims[valid]
-        neighbours = tuple((str(n), float(s)) for n, s in zip(names, scores, strict=True))
-        if not neighbours:
-            return Match(UNKNOWN, -1.0, UNKNOWN, ())
-        weight: dict[str, float] = {}
-        best: dict[str, float] = {}
-        for name, s in neighbours:
-            weight[name] = weight.get(name, 0.0) + max(s, 0.0)
-            best[name] = max(best.get(name, -1.0), s)
-        winner = max(weight, key=lambda n: (weight[n], best[n]))
-        score = best[winner]
-        name = winner if score >= self.threshold else UNKNOWN
-        return Match(name, score, neighbours[0][0], neighbours)
+        codes = self._codes[ids]  # (n, k); -1 where FAISS had fewer than k
+        valid = codes >= 0
+        weights = np.where(valid, np.maximum(sims, 0.0), 0.0)
+        # same[r, j, i]: neighbour i has the identity of neighbour j
+        same = (codes[:, :, None] == codes[:, None, :]) & valid[:, None, :]
+        votes = (same * weights[:, None, :]).sum(axis=2)
+        # neighbours come sorted by similarity, so ties go to the closer identity
+        votes = np.where(valid, votes, -np.inf) - 1e-9 * np.arange(self.k)
+        winner = votes.argmax(axis=1)
+        rows = np.arange(len(q))
+        scores = np.where(same[rows, winner], sims, -np.inf).max(axis=1)
+        names, sims_l, codes_l = self.names, sims.tolist(), codes.tolist()
+        out = []
+        for r, (w, score) in enumerate(zip(winner.tolist(), scores.tolist(), strict=True)):
+            row_codes = codes_l[r]
+            if row_codes[0] < 0:
+                out.append(Match(UNKNOWN, -1.0, UNKNOWN, ()))
+                continue
+            neighbours = tuple(
+                (str(names[c]), s) for c, s in zip(row_codes, sims_l[r], strict=True) if c >= 0
+            )
+            name = str(names[row_codes[w]]) if score >= self.threshold else UNKNOWN
+            out.append(Match(name, score, neighbours[0][0], neighbours))
+        return out

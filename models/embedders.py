@@ -42,6 +42,9 @@ def session_options(threads: int = 0):  # -> onnxruntime.SessionOptions
     if threads > 0:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Idle worker threads otherwise spin after each run and steal the CPU the next
+    # frame's detector needs (measured: Haar 56 → 36 ms on 2 cores with CLIP int8).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # warnings about the graph are not the user's business
     return opts
 

@@ -16,9 +16,22 @@ from tests.conftest import ROOT
 def test_demo_runs_and_stops_cleanly():
     broker, web = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facewire", "demo", "--broker-port", str(broker),
-         "--monitor-port", str(web), "--fps", "5"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "facewire",
+            "demo",
+            "--broker-port",
+            str(broker),
+            "--monitor-port",
+            str(web),
+            "--fps",
+            "5",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -27,7 +40,9 @@ def test_demo_runs_and_stops_cleanly():
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             time.sleep(1)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web}/log?limit=200", timeout=2) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{web}/log?limit=200", timeout=2
+                ) as r:
                     rows = json.loads(r.read())["detections"]
             except OSError:
                 continue

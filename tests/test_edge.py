@@ -25,7 +25,9 @@ def test_folder_source_replays_in_order_and_skips_bad_files(tmp_path):
         shutil.copy(f, tmp_path / f.name)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     frames = list(open_source(str(tmp_path), fps=0))
-    assert [f.label for f in frames] == sorted(p.name for p in (PROBES / "ORL_s01").glob("*.jpg"))[:3]
+    assert [f.label for f in frames] == sorted(p.name for p in (PROBES / "ORL_s01").glob("*.jpg"))[
+        :3
+    ]
     assert [f.frame_id for f in frames] == [0, 1, 2]
     assert all(f.image.shape[2] == 3 and f.capture_ms >= 0 for f in frames)
 

@@ -1,0 +1,300 @@
+"""``facewire bench classifier``: the classifier alone, fed as fast as it can take it.
+
+No network on the way in: pre-encoded embedding messages go through the service's own
+network-thread handler (``ClassifierService._on_embedding``: decode, checks,
+``FairQueues.put``) from a feeder thread, and a worker thread runs exactly what the
+service's worker runs (``queues.take(batch_max)`` + ``classify``), with the
+service's ``BusClient`` connected to a private mosquitto: building the result JSON
+and publishing it (QoS 0) is part of the measured cost, as in production. The feeder
+stops at a bounded backlog (never more than the per-node queues hold, so nothing is
+dropped) and the clock stops when the last result has left paho's send queue.
+
+Galleries: random unit vectors (512-d like CLIP, 128-d like SFace), flat index up to
+50k vectors and HNSW beyond (the service's default). Queries: half noisy copies of
+gallery vectors, half random. Micro-batching on (``batch_max`` 32) and off (1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS, Broker, emit, limit_faiss_threads, note, unit_vectors
+from bench.pipeline import SYNTHETIC_PER_ID, synthetic_model_id, synthetic_probes
+
+COLUMNS = [
+    ("dim", "dim"),
+    ("gallery", "gallery"),
+    ("index", "index"),
+    ("batch_max", "batch"),
+    ("embeddings_per_s", "embeddings/s"),
+    ("mean_batch", "mean batch"),
+    ("net_us", "network µs/msg"),
+    ("worker_us", "worker µs/msg"),
+    ("search_us", "search µs/msg"),
+    ("dropped", "dropped"),
+    ("messages", "messages"),
+]
+
+NODES = 8
+
+
+def make_matcher(n: int, dim: int, cfg: Any, cache_dir: Path | None) -> tuple[Any, float]:
+    """The service's ``Matcher`` on ``n`` random unit vectors, and its build time in s.
+
+    An HNSW index of 100k vectors takes minutes to build on a small machine, so
+    it is kept in ``cache_dir`` (same vectors every time: seed 0) when given.
+    """
+    import faiss
+
+    from classifier.search import Matcher, make_index
+
+    vectors = unit_vectors(n, dim, seed=0)
+    labels = [f"id{i // SYNTHETIC_PER_ID:06d}" for i in range(n)]
+    s = cfg.search
+    hnsw = s.index == "hnsw" or (s.index == "auto" and n > s.hnsw_above)
+    path = cache_dir / f"hnsw-{n}x{dim}-seed0.faiss" if (hnsw and cache_dir) else None
+    t0 = time.perf_counter()
+    if path is not None and path.exists():
+        matcher = Matcher(np.zeros((0, dim), np.float32), [], s.k, s.threshold)
+        matcher.index = faiss.read_index(str(path))
+        # search-time settings as make_index sets them (they are not all in the file)
+        matcher.index.hnsw.efSearch = make_index(
+            np.zeros((0, dim), np.float32), "hnsw"
+        ).hnsw.efSearch
+        matcher.labels = np.asarray(labels, dtype=object)
+        matcher.k = max(1, min(s.k, n))
+        return matcher, -1.0
+    matcher = Matcher(vectors, labels, s.k, s.threshold, s.index, s.hnsw_above)
+    built = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(matcher.index, str(path))
+    return matcher, built
+
+
+def measure(
+    service: Any, payloads: list[tuple[str, bytes]], seconds: float, batch_max: int
+) -> dict[str, Any]:
+    """Feed ``payloads`` (cycled) for ``seconds``; what the worker got through."""
+    from bus.client import Message
+
+    capacity = service.cfg.queue_size * NODES // 2
+    slots = threading.Semaphore(capacity)
+    stop = threading.Event()
+    fed = [0]
+    cpu = {"net": 0.0, "worker": 0.0}
+    batches = [0]
+    search_s = [0.0]
+    matcher = service.index.matcher
+    original_search = matcher.search
+
+    def timed_search(q: np.ndarray) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original_search(q)
+        finally:
+            search_s[0] += time.perf_counter() - t0
+
+    matcher.search = timed_search  # instance attribute: this service's matcher only
+    messages = [Message(topic, payload, False, 1) for topic, payload in payloads]
+
+    def feeder() -> None:
+        t0 = time.thread_time()
+        i = 0
+        n = len(messages)
+        while not stop.is_set():
+            if not slots.acquire(timeout=0.1):
+                continue
+            service._on_embedding(messages[i % n])
+            i += 1
+        fed[0] = i
+        cpu["net"] = time.thread_time() - t0
+
+    done = threading.Event()
+
+    def worker() -> None:
+        t0 = time.thread_time()
+        queues = service.queues
+        while True:
+            batch = queues.take(batch_max, timeout=0.05)
+            if batch:
+                service.classify(batch)
+                batches[0] += 1
+                slots.release(len(batch))
+            elif done.is_set():
+                break
+        cpu["worker"] = time.thread_time() - t0
+
+    threads = [threading.Thread(target=f, name=f.__name__) for f in (feeder, worker)]
+    start_processed = service.processed
+    t_start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    threads[0].join()
+    done.set()
+    threads[1].join()
+    # results still in paho's send queue have not been "delivered" yet
+    out = service.bus.paho._out_packet
+    deadline = time.monotonic() + 30
+    while out and time.monotonic() < deadline:
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - t_start
+    matcher.search = original_search
+    processed = service.processed - start_processed
+    return {
+        "messages": processed,
+        "fed": fed[0],
+        "embeddings_per_s": round(processed / elapsed, 1),
+        "mean_batch": round(processed / max(batches[0], 1), 2),
+        "net_us": round(cpu["net"] / max(fed[0], 1) * 1e6, 1),
+        "worker_us": round(cpu["worker"] / max(processed, 1) * 1e6, 1),
+        "search_us": round(search_s[0] / max(processed, 1) * 1e6, 1),
+        "dropped": sum(service.queues.dropped.values()),
+        "rejected": sum(service.rejected.values()),
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def encode_payloads(
+    model_id: str, probes: np.ndarray, count: int = 2048
+) -> list[tuple[str, bytes]]:
+    """``count`` embedding messages from ``NODES`` nodes, as an edge would send them."""
+    from bus import codec, topics
+
+    out = []
+    for i in range(count):
+        node = f"node{i % NODES}"
+        msg = codec.EmbeddingMessage(
+            node=node,
+            seq=i // NODES + 1,
+            frame_id=i // NODES,
+            face_index=0,
+            bbox=(220, 140, 200, 200),
+            model_id=model_id,
+            captured_at=time.time(),
+            stages={"capture": 1.0, "detect": 4.0, "mesh": 6.0, "align": 0.3, "embed": 10.0},
+            quality=(40000.0, 150.0, 120.0),
+            vector=probes[i % len(probes)],
+        )
+        out.append((topics.embedding(node), codec.encode(msg)))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facewire bench classifier",
+        description="The classifier alone (decode → fair queues → FAISS → result JSON → "
+        "publish), fed as fast as possible: embeddings/s by gallery size.",
+    )
+    p.add_argument("--sizes", default="1000,10000,100000", help="gallery sizes (comma list)")
+    p.add_argument("--dims", default="512,128", help="vector sizes (CLIP 512, SFace 128)")
+    p.add_argument("--batch", default="32,1", help="batch_max values (1 = no micro-batching)")
+    p.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
+    p.add_argument(
+        "--index",
+        choices=["auto", "flat", "hnsw"],
+        default="auto",
+        help="FAISS index (auto: the service's default, flat up to 50k vectors, HNSW beyond)",
+    )
+    p.add_argument(
+        "--faiss-threads",
+        type=int,
+        default=0,
+        help="FAISS OpenMP threads (0: its default, one per core)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build HNSW indexes afresh (cached in bench/results/cache otherwise)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limit_faiss_threads(args.faiss_threads)  # before anything imports faiss
+
+    import config
+    from classifier.service import ClassifierService
+    from config.schema import ClassifierConfig
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    dims = [int(s) for s in args.dims.split(",") if s]
+    batch_maxes = [int(s) for s in args.batch.split(",") if s]
+    logging.getLogger("facewire.classifier").setLevel(logging.WARNING)
+    rows: list[dict[str, Any]] = []
+    with Broker() as broker:
+        for dim in dims:
+            for size in sizes:
+                base = config.load(
+                    ClassifierConfig,
+                    overrides={"broker.url": broker.url, "search.index": args.index},
+                    env={},
+                )
+                cache = None if args.no_cache else RESULTS / "cache"
+                note(f"building a {size} × {dim} gallery index …")
+                matcher, built = make_matcher(size, dim, base, cache)
+                from classifier.service import GalleryIndex
+
+                index = GalleryIndex(
+                    matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "bench"
+                )
+                payloads = encode_payloads(index.model_id, synthetic_probes(size, dim))
+                for batch_max in batch_maxes:
+                    cfg = config.load(
+                        ClassifierConfig,
+                        overrides={
+                            "broker.url": broker.url,
+                            "batch_max": batch_max,
+                            "search.index": args.index,
+                        },
+                        env={},
+                    )
+                    service = ClassifierService(cfg, index, client_id="bench-classifier")
+                    service.bus.connect()
+                    try:
+                        # warm-up: first FAISS calls, first JSON dumps, socket buffers
+                        measure(service, payloads, min(0.3, args.seconds), batch_max)
+                        r = measure(service, payloads, args.seconds, batch_max)
+                    finally:
+                        service.queues.close()
+                        service.bus.close()
+                    row = {
+                        "bench": "classifier",
+                        "dim": dim,
+                        "gallery": size,
+                        "index": type(matcher.index).__name__.removeprefix("Index"),
+                        "batch_max": batch_max,
+                        **r,
+                        "index_build_s": round(built, 2) if built >= 0 else None,
+                        "faiss_threads": args.faiss_threads or None,
+                        "seconds": args.seconds,
+                    }
+                    rows.append(row)
+                    note(
+                        f"  dim {dim} gallery {size} batch {batch_max}: "
+                        f"{row['embeddings_per_s']:,.0f} embeddings/s"
+                    )
+    ten_k = [r for r in rows if r["gallery"] == 10_000 and r["batch_max"] > 1]
+    notes = []
+    for r in ten_k:
+        verdict = "met" if r["embeddings_per_s"] >= 20_000 else "NOT met"
+        notes.append(
+            f"target ≥ 20,000 embeddings/s at 10k ({r['dim']}-d, batch {r['batch_max']}): {verdict}"
+        )
+    emit("classifier", rows, COLUMNS, args.json, params=vars(args), notes=notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

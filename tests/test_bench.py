@@ -1,0 +1,111 @@
+"""The benchmarks run and report what they promise (tiny parameters; no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+PIPELINE_KEYS = {
+    "nodes",
+    "fps",
+    "messages",
+    "lost",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "throughput_per_s",
+    "queue_ms_p50",
+    "search_ms_p50",
+}
+CLASSIFIER_KEYS = {"dim", "gallery", "index", "batch_max", "embeddings_per_s", "messages"}
+EDGE_STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"]
+
+
+def bench(tmp_path: Path, *args: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Run ``python -m bench <args> --json``; its JSON lines (results go to tmp_path)."""
+    env = dict(os.environ, FACEWIRE_BENCH_RESULTS=str(tmp_path), FACEWIRE_LOG="WARNING")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert lines, f"no JSON on stdout; stderr: {proc.stderr[-2000:]}"
+    saved = json.loads((tmp_path / f"{args[0]}.json").read_text())
+    assert saved["rows"] == lines
+    assert saved["machine"]["cores"] >= 1
+    return lines
+
+
+def test_pipeline_bench_synthetic(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        "pipeline",
+        *("--nodes", "2", "--fps", "5", "--seconds", "2", "--synthetic", "1000", "--dim", "128"),
+        *("--warmup", "0.2"),
+    )
+    assert row.keys() >= PIPELINE_KEYS
+    assert row["nodes"] == 2 and row["fps"] == 5
+    assert row["messages"] >= 15  # 2 nodes × 5 fps × 2 s, give or take the edges
+    assert row["lost"] == 0 and row["errors"] == 0
+    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert row["queue_ms_p50"] is not None and row["search_ms_p50"] is not None
+    assert row["classifier_status"]["processed"] >= row["messages"]
+
+
+def test_classifier_bench(tmp_path: Path) -> None:
+    rows = bench(
+        tmp_path,
+        "classifier",
+        *("--sizes", "1000", "--dims", "128", "--batch", "32,1", "--seconds", "0.3"),
+    )
+    assert [(r["gallery"], r["dim"], r["batch_max"]) for r in rows] == [
+        (1000, 128, 32),
+        (1000, 128, 1),
+    ]
+    for r in rows:
+        assert r.keys() >= CLASSIFIER_KEYS
+        assert r["messages"] > 0 and r["embeddings_per_s"] > 0
+        assert r["dropped"] == 0 and r["rejected"] == 0
+    assert rows[1]["mean_batch"] == 1.0
+
+
+def test_edge_bench_sface(tmp_path: Path) -> None:
+    rows = bench(tmp_path, "edge", "--model", "sface", "--repeats", "3", "--warmup", "1")
+    assert [(r["model"], r["faces"]) for r in rows] == [("sface", 1), ("sface", 3)]
+    for r in rows:
+        assert r["found"] == r["faces"]  # the composed frames' faces are all detected
+        for stage in EDGE_STAGES:
+            assert r[f"{stage}_p50_ms"] is not None and r[f"{stage}_p99_ms"] is not None
+        assert r["total_p50_ms"] >= r["embed_p50_ms"]
+
+
+def test_bench_dispatcher() -> None:
+    run = [sys.executable, "-m", "bench"]
+    out = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("embed", "edge", "classifier", "pipeline", "all"):
+        assert name in out.stdout
+    bad = subprocess.run([*run, "nope"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown bench" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["pipeline", "edge", "classifier"])
+def test_bench_help(name: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--json" in out.stdout
