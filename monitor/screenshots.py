@@ -4,7 +4,8 @@ Fills a throw-away store and state with made-up but plausible data (no broker
 needed), serves the app on a free port and captures the pages with headless
 Chromium through selenium (``pip install selenium``; Debian: ``apt-get install
 chromium chromium-driver``). Writes ``monitor-log.png``, ``monitor-thresholds.png``
-and ``monitor-nodes.png`` into ``--out`` (default: ``docs/img`` of this checkout).
+and ``monitor-nodes.png`` into ``--out`` (default: ``var/screenshots``; the pictures
+in docs/img are taken from the real demo instead).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _viewport(driver: Any, width: int, height: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default_out = Path(__file__).resolve().parent.parent / "docs" / "img"
+    default_out = Path(__file__).resolve().parent.parent / "var" / "screenshots"
     p = argparse.ArgumentParser(prog="python -m monitor.screenshots", description=__doc__)
     p.add_argument("--out", type=Path, default=default_out, help="folder for the PNG files")
     p.add_argument("--width", type=int, default=1280)
