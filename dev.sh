@@ -55,9 +55,9 @@ python_deps() {
 }
 
 model_files() {
-  if [ ! -f models/sface.onnx ]; then
-    say "preparing the SFace model file"
-    "$VENV/bin/facewire" models prepare sface
+  if [ ! -f models/sface.onnx ] || [ ! -f models/yunet.onnx ]; then
+    say "preparing the SFace and YuNet model files"
+    "$VENV/bin/facewire" models prepare all
   fi
 }
 

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-node queue length (oldest dropped when full)",
     )
     p.add_argument(
+        "--detector",
+        choices=["haar", "yunet"],
+        default=None,
+        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
+    )
+    p.add_argument(
         "--no-mesh",
         action="store_true",
         help="gallery without the FaceMesh mask (must match the edge)",
@@ -82,6 +88,7 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
             "search.threshold": args.threshold,
             "search.k": args.k,
             "queue_size": args.queue_size,
+            "pipeline.detector.kind": args.detector,
             "pipeline.mesh": False if args.no_mesh else None,
             "pipeline.align": False if args.no_align else None,
         },

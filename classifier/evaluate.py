@@ -200,6 +200,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8 (default: sface)",
     )
     p.add_argument(
+        "--detector",
+        choices=["haar", "yunet"],
+        default=None,
+        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
+    )
+    p.add_argument(
         "--no-mesh",
         action="store_true",
         help="do not blank the background with FaceMesh's face oval",
@@ -250,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         overrides={
             "pipeline.model": args.model,
+            "pipeline.detector.kind": args.detector,
             "pipeline.mesh": False if args.no_mesh else None,
             "pipeline.align": False if args.no_align else None,
             "pipeline.on_mesh_miss": args.on_mesh_miss,

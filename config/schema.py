@@ -57,9 +57,13 @@ class BrokerConfig:
 
 @dataclass
 class DetectorConfig:
-    """OpenCV Haar cascade, run on a downscaled grey frame."""
+    """Face detector, run on a downscaled frame: OpenCV's Haar cascade or YuNet.
 
-    kind: Literal["haar"] = "haar"
+    YuNet (a small CNN, ``facewire models prepare yunet``) took 6–8 ms on a 640×480
+    frame here against 40–65 ms for Haar, and finds turned and partly hidden faces.
+    """
+
+    kind: Literal["haar", "yunet"] = "haar"
     cascade: str = "haarcascade_frontalface_default.xml"
     scale_factor: float = 1.1
     min_neighbors: int = 5
@@ -70,6 +74,7 @@ class DetectorConfig:
     # (measured on the sample: 264 → 286 of 290 photos found).
     pad: float = 0.15
     largest_only: bool = False
+    score_threshold: float = 0.7  # YuNet only: minimum face confidence
 
     def validate(self) -> None:
         if self.scale_factor <= 1.0:

