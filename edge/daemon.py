@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,6 @@ from edge.sources import Frame
 from models import Face, FacePipeline
 
 log = logging.getLogger("facewire.edge")
-
-
-@dataclass(slots=True)
-class Sent:
-    captured_perf: float
-    published_perf: float
 
 
 class EdgeNode:
@@ -49,7 +42,7 @@ class EdgeNode:
         self.errors: deque[dict[str, Any]] = deque(maxlen=50)
         self.latency_ms: deque[float] = deque(maxlen=1000)  # capture → result
         self.publish_ms: deque[float] = deque(maxlen=1000)  # capture → published
-        self._inflight: dict[int, Sent] = {}
+        self._inflight: dict[int, float] = {}  # seq → capture time (perf_counter)
         self._lock = threading.Lock()
         self._frames: deque[float] = deque(maxlen=50)
         self._stop = threading.Event()
@@ -137,16 +130,12 @@ class EdgeNode:
         stages["encode"] = (time.perf_counter() - t0) * 1000.0
         payload = codec.encode(msg)
         with self._lock:
-            self._inflight[self.seq] = Sent(frame.captured_perf, 0.0)
+            self._inflight[self.seq] = frame.captured_perf
             if len(self._inflight) > 10_000:  # results that never came: forget the oldest
                 for k in list(self._inflight)[:1000]:
                     del self._inflight[k]
         self.bus.publish(topics.embedding(self.node), payload, qos=self.cfg.qos)
         published = time.perf_counter()
-        with self._lock:
-            sent = self._inflight.get(self.seq)
-            if sent is not None:
-                sent.published_perf = published
         self.publish_ms.append((published - frame.captured_perf) * 1000.0)
         self.sent += 1
 
@@ -161,10 +150,10 @@ class EdgeNode:
             log.warning("ignoring malformed result on %s", m.topic)
             return
         with self._lock:
-            sent = self._inflight.pop(seq, None)
+            captured = self._inflight.pop(seq, None)
         self.results += 1
-        if sent is not None:
-            latency = (now - sent.captured_perf) * 1000.0
+        if captured is not None:
+            latency = (now - captured) * 1000.0
             self.latency_ms.append(latency)
             result["edge_latency_ms"] = round(latency, 3)
         if self.on_result is not None:
