@@ -13,6 +13,13 @@ from classifier.calibrate import calibrate
 from classifier.gallery import Gallery, build_gallery
 from classifier.search import Matcher
 from classifier.service import ClassifierService, GalleryIndex
+from config.cli import (
+    add_broker_argument,
+    add_pipeline_arguments,
+    add_search_arguments,
+    pipeline_overrides,
+    search_overrides,
+)
 from config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
@@ -30,23 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default=None, help="gallery folder: <person>/[<subdir>/]<image>")
     p.add_argument(
-        "--broker",
-        default=None,
-        help="mqtt://[user:pass@]host:port or mqtts://… (env FACEWIRE_BROKER)",
-    )
-    p.add_argument(
         "--group", default=None, help="shared-subscription group, to split load across replicas"
     )
-    p.add_argument(
-        "--model", default=None, help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8"
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="cosine similarity under which a face is 'unknown'",
-    )
-    p.add_argument("-k", type=int, default=None, help="nearest neighbours that vote")
     p.add_argument(
         "--queue-size",
         type=int,
@@ -54,24 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-node queue length (oldest dropped when full)",
     )
     p.add_argument(
-        "--detector",
-        choices=["haar", "yunet"],
-        default=None,
-        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
-    )
-    p.add_argument(
-        "--no-mesh",
-        action="store_true",
-        help="gallery without the FaceMesh mask (must match the edge)",
-    )
-    p.add_argument(
-        "--no-align", action="store_true", help="gallery without alignment (must match the edge)"
-    )
-    p.add_argument(
         "--no-cache",
         action="store_true",
         help="re-embed every gallery image instead of using the cache",
     )
+    add_broker_argument(p)
+    add_pipeline_arguments(p)
+    add_search_arguments(p)
     p.add_argument("--client-id", default=None, help="MQTT client id (default: classifier-<pid>)")
     return p
 
@@ -84,13 +65,9 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
             "dataset": args.dataset,
             "broker.url": args.broker,
             "group": args.group,
-            "pipeline.model": args.model,
-            "search.threshold": args.threshold,
-            "search.k": args.k,
             "queue_size": args.queue_size,
-            "pipeline.detector.kind": args.detector,
-            "pipeline.mesh": False if args.no_mesh else None,
-            "pipeline.align": False if args.no_align else None,
+            **pipeline_overrides(args),
+            **search_overrides(args),
         },
     )
 

@@ -15,6 +15,12 @@ import config
 from classifier.calibrate import calibrate
 from classifier.gallery import build_gallery, iter_people, read_image
 from classifier.search import UNKNOWN, Matcher
+from config.cli import (
+    add_pipeline_arguments,
+    add_search_arguments,
+    pipeline_overrides,
+    search_overrides,
+)
 from config.schema import PipelineConfig, SearchConfig
 from models import FacePipeline
 
@@ -194,40 +200,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="folder of people NOT in the gallery; their faces should come out 'unknown'",
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8 (default: sface)",
-    )
-    p.add_argument(
-        "--detector",
-        choices=["haar", "yunet"],
-        default=None,
-        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
-    )
-    p.add_argument(
-        "--no-mesh",
-        action="store_true",
-        help="do not blank the background with FaceMesh's face oval",
-    )
-    p.add_argument(
-        "--no-align",
-        action="store_true",
-        help="do not align the eyes (unaligned square crop of the box)",
-    )
-    p.add_argument(
-        "--on-mesh-miss",
-        choices=["fallback", "drop"],
-        default=None,
-        help="a face FaceMesh cannot mesh: keep it unaligned (fallback) or drop it",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="similarity under which a face is 'unknown' (default: 0.363)",
-    )
-    p.add_argument("-k", type=int, default=None, help="neighbours that vote (default: 5)")
+    add_pipeline_arguments(p)
+    add_search_arguments(p)
     p.add_argument(
         "--config", type=Path, default=None, help="YAML with 'pipeline' and 'search' sections"
     )
@@ -254,15 +228,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load(
         EvalConfig,
         args.config,
-        overrides={
-            "pipeline.model": args.model,
-            "pipeline.detector.kind": args.detector,
-            "pipeline.mesh": False if args.no_mesh else None,
-            "pipeline.align": False if args.no_align else None,
-            "pipeline.on_mesh_miss": args.on_mesh_miss,
-            "search.threshold": args.threshold,
-            "search.k": args.k,
-        },
+        overrides={**pipeline_overrides(args), **search_overrides(args)},
     )
     split = args.split.split(":", 1) if args.split else ["", ""]
     if len(split) != 2:

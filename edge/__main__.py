@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import config
+from config.cli import add_broker_argument, add_pipeline_arguments, pipeline_overrides
 from config.schema import EdgeConfig
 from edge.daemon import EdgeNode
 from edge.sources import open_source
@@ -41,28 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop", action="store_true", default=None, help="replay a folder or video forever"
     )
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: never)")
-    p.add_argument(
-        "--broker",
-        default=None,
-        help="mqtt://[user:pass@]host:port or mqtts://… (env FACEWIRE_BROKER)",
-    )
-    p.add_argument(
-        "--model", default=None, help="embedder: sface | clip-vit-b32 | clip-vit-b32-int8"
-    )
-    p.add_argument(
-        "--detector",
-        choices=["haar", "yunet"],
-        default=None,
-        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
-    )
-    p.add_argument(
-        "--no-mesh",
-        action="store_true",
-        help="no FaceMesh background mask (must match the classifier)",
-    )
-    p.add_argument(
-        "--no-align", action="store_true", help="no eye alignment (must match the classifier)"
-    )
+    add_broker_argument(p)
+    add_pipeline_arguments(p)
     p.add_argument(
         "--dedup-distance",
         type=float,
@@ -93,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fps": args.fps,
                 "loop": args.loop,
                 "broker.url": args.broker,
-                "pipeline.model": args.model,
-                "pipeline.detector.kind": args.detector,
-                "pipeline.mesh": False if args.no_mesh else None,
-                "pipeline.align": False if args.no_align else None,
+                **pipeline_overrides(args),
                 "dedup_distance": args.dedup_distance,
                 "dedup_seconds": args.dedup_seconds,
             },

@@ -61,5 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("FACEWIRE_LOG", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "no AVX512 module" chatter
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,45 @@ def cascade_path(name: str) -> Path:
     return bundled
 
 
+def shrink(image: np.ndarray, width: int) -> tuple[np.ndarray, float]:
+    """``image`` downscaled to at most ``width`` pixels wide, and the scale used."""
+    h, w = image.shape[:2]
+    scale = min(1.0, width / float(w))
+    if scale < 1.0:
+        size = (round(w * scale), round(h * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, scale
+
+
+def pad_border(image: np.ndarray, share: float) -> tuple[np.ndarray, int]:
+    """``image`` with ``share`` of its longer side added on every side (edge pixels)."""
+    pad = round(max(image.shape[:2]) * share)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return image, pad
+
+
+def to_frame(
+    rects: Iterable[Iterable[float]],
+    scale: float,
+    pad: int,
+    frame_shape: tuple[int, ...],
+    min_side: int,
+    largest_only: bool,
+) -> list[Box]:
+    """Detections on the shrunk, padded image → frame boxes, clipped, largest first."""
+    h, w = frame_shape[:2]
+    boxes: list[Box] = []
+    for rect in rects:
+        x, y, bw, bh = (float(v) for v in list(rect)[:4])
+        x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
+        x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
+        if x1 - x0 >= min_side and y1 - y0 >= min_side:
+            boxes.append((x0, y0, x1 - x0, y1 - y0))
+    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+    return boxes[:1] if largest_only else boxes
+
+
 class HaarDetector:
     """Finds frontal faces; returns boxes in the original frame's pixels.
 
@@ -46,17 +86,8 @@ class HaarDetector:
         """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
         cfg = self.cfg
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        h, w = grey.shape[:2]
-        scale = min(1.0, cfg.detect_width / float(w))
-        small = grey
-        if scale < 1.0:
-            small = cv2.resize(
-                grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        small = cv2.equalizeHist(small)
-        pad = round(max(small.shape) * cfg.pad)
-        if pad:
-            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        small, scale = shrink(grey, cfg.detect_width)
+        small, pad = pad_border(cv2.equalizeHist(small), cfg.pad)
         min_side = max(8, round(cfg.min_size * scale))
         found = self._cascade.detectMultiScale(
             small,
@@ -64,15 +95,8 @@ class HaarDetector:
             minNeighbors=cfg.min_neighbors,
             minSize=(min_side, min_side),
         )
-        boxes: list[Box] = []
-        for x, y, bw, bh in found if len(found) else []:
-            # back to frame pixels, clipped to the frame
-            x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
-            x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
-            if x1 - x0 >= 8 and y1 - y0 >= 8:
-                boxes.append((x0, y0, x1 - x0, y1 - y0))
-        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return boxes[:1] if cfg.largest_only else boxes
+        rects = found if len(found) else []
+        return to_frame(rects, scale, pad, grey.shape, 8, cfg.largest_only)
 
 
 class YuNetDetector:
@@ -97,31 +121,15 @@ class YuNetDetector:
         """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
         cfg = self.cfg
         bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        h, w = bgr.shape[:2]
-        scale = min(1.0, cfg.detect_width / float(w))
-        small = bgr
-        if scale < 1.0:
-            small = cv2.resize(
-                bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        pad = round(max(small.shape[:2]) * cfg.pad)
-        if pad:
-            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        small, scale = shrink(bgr, cfg.detect_width)
+        small, pad = pad_border(small, cfg.pad)
         size = (small.shape[1], small.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
             self._size = size
         _, found = self._net.detect(small)
-        boxes: list[Box] = []
-        min_side = cfg.min_size
-        for row in found if found is not None else []:
-            x, y, bw, bh = (float(v) for v in row[:4])
-            x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
-            x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
-            if x1 - x0 >= min_side and y1 - y0 >= min_side:
-                boxes.append((x0, y0, x1 - x0, y1 - y0))
-        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return boxes[:1] if cfg.largest_only else boxes
+        rects = found if found is not None else []
+        return to_frame(rects, scale, pad, bgr.shape, cfg.min_size, cfg.largest_only)
 
 
 def make_detector(cfg: DetectorConfig, models_directory: str = "") -> HaarDetector | YuNetDetector:
