@@ -9,9 +9,11 @@ and publishing it (QoS 0) is part of the measured cost, as in production. The fe
 stops at a bounded backlog (never more than the per-node queues hold, so nothing is
 dropped) and the clock stops when the last result has left paho's send queue.
 
-Galleries: random unit vectors (512-d like CLIP, 128-d like SFace), flat index up to
-50k vectors and HNSW beyond (the service's default). Queries: half noisy copies of
-gallery vectors, half random. Micro-batching on (``batch_max`` 32) and off (1).
+Galleries: ``bench.common.synthetic_gallery`` (made-up people, 10 vectors each;
+512-d like CLIP, 128-d like SFace) with the service's default index for the size, or
+``--index``. Queries: half new "photos" of gallery people, half strangers. Each row
+also says how the index's answers compare with an exact search of the same queries.
+Micro-batching on (``batch_max`` 32) and off (1).
 """
 
 from __future__ import annotations
@@ -25,8 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, Broker, emit, limit_faiss_threads, note, unit_vectors
-from bench.pipeline import SYNTHETIC_PER_ID, synthetic_model_id, synthetic_probes
+from bench.common import (
+    RESULTS,
+    SYNTHETIC_PER_ID,
+    Broker,
+    emit,
+    limit_faiss_threads,
+    note,
+    synthetic_gallery,
+    synthetic_probes,
+)
+from bench.pipeline import synthetic_model_id
 
 COLUMNS = [
     ("dim", "dim"),
@@ -38,6 +49,10 @@ COLUMNS = [
     ("net_us", "network µs/msg"),
     ("worker_us", "worker µs/msg"),
     ("search_us", "search µs/msg"),
+    ("recall_at_1", "recall@1"),
+    ("same_answer_known", "same answer (known)"),
+    ("strangers_named", "strangers named"),
+    ("strangers_named_exact", "… exact"),
     ("dropped", "dropped"),
     ("messages", "messages"),
 ]
@@ -45,42 +60,66 @@ COLUMNS = [
 NODES = 8
 
 
-def make_matcher(n: int, dim: int, cfg: Any, cache_dir: Path | None) -> tuple[Any, float]:
-    """The service's ``Matcher`` on ``n`` random unit vectors, and its build time in s.
+def make_matcher(
+    n: int, dim: int, cfg: Any, cache_dir: Path | None, probes: np.ndarray
+) -> tuple[Any, float, dict[str, float]]:
+    """The service's ``Matcher`` on ``synthetic_gallery(n, dim)``, its build time in s
+    (-1: read from the cache) and how its answers compare with an exact search.
 
-    An HNSW index of 100k vectors takes minutes to build on a small machine, so
-    it is kept in ``cache_dir`` (same vectors every time: seed 0) when given.
+    Non-flat indexes take a while to build at 100k on a small machine, so they are
+    kept in ``cache_dir`` when given (same vectors every time).
     """
     import faiss
 
-    from classifier.search import Matcher, make_index
+    from classifier.search import Matcher, index_kind, make_index, tune
 
-    vectors = unit_vectors(n, dim, seed=0)
-    labels = [f"id{i // SYNTHETIC_PER_ID:06d}" for i in range(n)]
+    vectors, labels = synthetic_gallery(n, dim)
     s = cfg.search
-    hnsw = s.index == "hnsw" or (s.index == "auto" and n > s.hnsw_above)
-    path = cache_dir / f"hnsw-{n}x{dim}-seed0.faiss" if (hnsw and cache_dir) else None
+    kind = index_kind(n, s)
+    path = cache_dir / f"{kind}-{n}x{dim}-v2.faiss" if (kind != "flat" and cache_dir) else None
     t0 = time.perf_counter()
     if path is not None and path.exists():
-        matcher = Matcher(np.zeros((0, dim), np.float32), [], s.k, s.threshold)
-        matcher.index = faiss.read_index(str(path))
-        # search-time settings as make_index sets them (they are not all in the file)
-        matcher.index.hnsw.efSearch = make_index(
-            np.zeros((0, dim), np.float32), "hnsw"
-        ).hnsw.efSearch
-        matcher.labels = np.asarray(labels, dtype=object)
-        matcher.k = max(1, min(s.k, n))
-        return matcher, -1.0
-    matcher = Matcher(vectors, labels, s.k, s.threshold, s.index, s.hnsw_above)
-    built = time.perf_counter() - t0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(matcher.index, str(path))
-    return matcher, built
+        index, built = tune(faiss.read_index(str(path)), s), -1.0
+    else:
+        index = make_index(vectors, s)
+        built = time.perf_counter() - t0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            faiss.write_index(index, str(path))
+    matcher = Matcher(vectors, labels, s.k, s.threshold, index=index)
+    return matcher, built, agreement(matcher, vectors, labels, probes)
+
+
+def agreement(
+    matcher: Any, vectors: np.ndarray, labels: list[str], probes: np.ndarray
+) -> dict[str, float]:
+    """recall@1 against an exact search (known half of the probes) and the share of
+    probes that get the same answer (name or unknown) as with an exact search."""
+    from classifier.search import Matcher
+    from config.schema import SearchConfig
+
+    exact = Matcher(vectors, labels, matcher.k, matcher.threshold, SearchConfig(index="flat"))
+    a, b = matcher.match(probes), exact.match(probes)
+    known = len(probes) // 2
+    same_nearest = (a.codes[:known, 0] == b.codes[:known, 0]).mean()
+    name_a = np.where(a.known, a.winner, -1)
+    name_b = np.where(b.known, b.winner, -1)
+    return {
+        "recall_at_1": round(float(same_nearest), 4),
+        "same_answer_known": round(float((name_a[:known] == name_b[:known]).mean()), 4),
+        # a random stranger can come close to someone in a big low-dimensional
+        # gallery: exact search names some of them (false accepts) too
+        "strangers_named": round(float((name_a[known:] >= 0).mean()), 4),
+        "strangers_named_exact": round(float((name_b[known:] >= 0).mean()), 4),
+    }
 
 
 def measure(
-    service: Any, payloads: list[tuple[str, bytes]], seconds: float, batch_max: int
+    service: Any,
+    payloads: list[tuple[str, bytes]],
+    seconds: float,
+    batch_max: int,
+    faiss_threads: int = 0,
 ) -> dict[str, Any]:
     """Feed ``payloads`` (cycled) for ``seconds``; what the worker got through."""
     from bus.client import Message
@@ -93,16 +132,16 @@ def measure(
     batches = [0]
     search_s = [0.0]
     matcher = service.index.matcher
-    original_search = matcher.search
+    original_match = matcher.match
 
-    def timed_search(q: np.ndarray) -> Any:
+    def timed_match(q: np.ndarray) -> Any:
         t0 = time.perf_counter()
         try:
-            return original_search(q)
+            return original_match(q)
         finally:
             search_s[0] += time.perf_counter() - t0
 
-    matcher.search = timed_search  # instance attribute: this service's matcher only
+    matcher.match = timed_match  # instance attribute: this service's matcher only
     messages = [Message(topic, payload, False, 1) for topic, payload in payloads]
 
     def feeder() -> None:
@@ -120,6 +159,12 @@ def measure(
     done = threading.Event()
 
     def worker() -> None:
+        if faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(faiss_threads)
+        else:
+            service.prepare_worker_thread()
         t0 = time.thread_time()
         queues = service.queues
         while True:
@@ -148,7 +193,7 @@ def measure(
     while out and time.monotonic() < deadline:
         time.sleep(0.001)
     elapsed = time.perf_counter() - t_start
-    matcher.search = original_search
+    matcher.match = original_match
     processed = service.processed - start_processed
     return {
         "messages": processed,
@@ -201,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     p.add_argument(
         "--index",
-        choices=["auto", "flat", "hnsw"],
+        choices=["auto", "flat", "ivf", "hnsw"],
         default="auto",
-        help="FAISS index (auto: the service's default, flat up to 50k vectors, HNSW beyond)",
+        help="FAISS index (default auto: what the service picks for the gallery size)",
     )
     p.add_argument(
         "--faiss-threads",
@@ -214,8 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache",
         action="store_true",
-        help="build HNSW indexes afresh (cached in bench/results/cache otherwise)",
+        help="build IVF/HNSW indexes afresh (cached in bench/results/cache otherwise)",
     )
+    p.add_argument("--nprobe", type=int, default=None, help="ivf: cells scanned per query")
+    p.add_argument("--ef-search", type=int, default=None, help="hnsw: candidates per query")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -232,24 +279,30 @@ def main(argv: list[str] | None = None) -> int:
     dims = [int(s) for s in args.dims.split(",") if s]
     batch_maxes = [int(s) for s in args.batch.split(",") if s]
     logging.getLogger("facewire.classifier").setLevel(logging.WARNING)
+    knobs = {
+        k: v
+        for k, v in {"search.nprobe": args.nprobe, "search.ef_search": args.ef_search}.items()
+        if v is not None
+    }
     rows: list[dict[str, Any]] = []
     with Broker() as broker:
         for dim in dims:
             for size in sizes:
                 base = config.load(
                     ClassifierConfig,
-                    overrides={"broker.url": broker.url, "search.index": args.index},
+                    overrides={"broker.url": broker.url, "search.index": args.index, **knobs},
                     env={},
                 )
                 cache = None if args.no_cache else RESULTS / "cache"
                 note(f"building a {size} × {dim} gallery index …")
-                matcher, built = make_matcher(size, dim, base, cache)
+                probes = synthetic_probes(size, dim)
+                matcher, built, quality = make_matcher(size, dim, base, cache, probes)
                 from classifier.service import GalleryIndex
 
                 index = GalleryIndex(
                     matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "bench"
                 )
-                payloads = encode_payloads(index.model_id, synthetic_probes(size, dim))
+                payloads = encode_payloads(index.model_id, probes)
                 for batch_max in batch_maxes:
                     cfg = config.load(
                         ClassifierConfig,
@@ -257,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                             "broker.url": broker.url,
                             "batch_max": batch_max,
                             "search.index": args.index,
+                            **knobs,
                         },
                         env={},
                     )
@@ -276,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                         "index": type(matcher.index).__name__.removeprefix("Index"),
                         "batch_max": batch_max,
                         **r,
+                        **quality,
                         "index_build_s": round(built, 2) if built >= 0 else None,
                         "faiss_threads": args.faiss_threads or None,
                         "seconds": args.seconds,

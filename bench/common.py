@@ -217,3 +217,36 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     v = rng.standard_normal((n, dim), dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v
+
+
+SYNTHETIC_PER_ID = 10  # synthetic gallery: photos per identity
+# Spread of one person's photos around their centre: cosine ≈ 0.6 between two photos
+# of one person and ≈ 0 between people, as real face embeddings behave.
+SYNTHETIC_SPREAD = 0.8
+
+
+def _around(centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.standard_normal(centres.shape, dtype=np.float32)
+    v = centres + noise * np.float32(SYNTHETIC_SPREAD / np.sqrt(centres.shape[1]))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_gallery(n: int, dim: int) -> tuple[np.ndarray, list[str]]:
+    """``n`` vectors of ``n / 10`` made-up people (10 "photos" each), and their labels."""
+    people = -(-n // SYNTHETIC_PER_ID)
+    centres = unit_vectors(people, dim, seed=0)
+    rng = np.random.default_rng(1)
+    vectors = _around(np.repeat(centres, SYNTHETIC_PER_ID, axis=0)[:n], rng)
+    labels = [f"id{i // SYNTHETIC_PER_ID:06d}" for i in range(n)]
+    return vectors, labels
+
+
+def synthetic_probes(n_gallery: int, dim: int, count: int = 256) -> np.ndarray:
+    """Queries for ``synthetic_gallery(n_gallery, dim)``: half new "photos" of its
+    people (they should be named), half strangers (random: they should not)."""
+    people = -(-n_gallery // SYNTHETIC_PER_ID)
+    centres = unit_vectors(people, dim, seed=0)
+    rng = np.random.default_rng(2)
+    known = _around(centres[rng.integers(0, people, count // 2)], rng)
+    strangers = unit_vectors(count - len(known), dim, seed=3)
+    return np.concatenate([known, strangers])

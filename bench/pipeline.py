@@ -2,7 +2,7 @@
 
 What it runs: its own mosquitto on a free loopback port; the classifier as a separate
 process (``python -m facewire classifier`` on the dataset gallery, or a synthetic
-gallery of N random unit vectors), so it does not share a GIL with the simulated
+gallery of N vectors of made-up people, 10 each), so it does not share a GIL with the simulated
 nodes; and N simulated edge nodes in this process, each with its own MQTT connection,
 publishing real embedding messages (``bus.codec``) at QoS 1 at ``--fps`` each, with
 their phases spread over the frame period like independent cameras.
@@ -11,7 +11,7 @@ Each node subscribes to its own ``faces/<node>/result`` and times publish → re
 its own clock (``perf_counter`` taken just before ``publish``, and when the result
 arrives in its handler). Vectors are real probe embeddings of the dataset (computed
 once at start-up with the same pipeline as the gallery) or, with ``--synthetic``,
-noisy copies of gallery vectors and random ones.
+new "photos" of gallery people and strangers (``bench.common.synthetic_probes``).
 
 Reported: latency p50/p95/p99/max, throughput, lost (sent − results received), the
 classifier's own queue wait and search time (from each result's ``timings``) and its
@@ -49,7 +49,8 @@ from bench.common import (
     note,
     stop_process,
     summary,
-    unit_vectors,
+    synthetic_gallery,
+    synthetic_probes,
 )
 
 log = logging.getLogger("facewire.bench")
@@ -75,21 +76,16 @@ COLUMNS = [
     ("transport_ms_p50", "transport p50"),
 ]
 
-SYNTHETIC_PER_ID = 10  # synthetic gallery: vectors per identity
-
-
 # -- the synthetic classifier (a child process) -------------------------------------------
 
 
 def synthetic_index(n: int, dim: int, cfg: Any) -> Any:
-    """A ``GalleryIndex`` of ``n`` random unit vectors, 10 per identity (seed 0)."""
+    """A ``GalleryIndex`` on ``synthetic_gallery(n, dim)`` (10 vectors per identity)."""
     from classifier.search import Matcher
     from classifier.service import GalleryIndex
 
-    vectors = unit_vectors(n, dim, seed=0)
-    labels = [f"id{i // SYNTHETIC_PER_ID:06d}" for i in range(n)]
-    s = cfg.search
-    matcher = Matcher(vectors, labels, s.k, s.threshold, s.index, s.hnsw_above)
+    vectors, labels = synthetic_gallery(n, dim)
+    matcher = Matcher.from_config(vectors, labels, cfg.search)
     return GalleryIndex(
         matcher,
         synthetic_model_id(dim),
@@ -165,18 +161,6 @@ def dataset_probes(model: str, limit: int = 96) -> tuple[np.ndarray, str]:
     if not vecs:
         raise SystemExit("no face found in dataset/probes: cannot make probe embeddings")
     return np.stack(vecs).astype(np.float32), model_id
-
-
-def synthetic_probes(n_gallery: int, dim: int, count: int = 256) -> np.ndarray:
-    """Half noisy copies of gallery vectors (they match someone), half random (unknown)."""
-    gallery = unit_vectors(n_gallery, dim, seed=0)
-    rng = np.random.default_rng(1)
-    near = gallery[rng.integers(0, n_gallery, count // 2)]
-    near = near + rng.standard_normal(near.shape, dtype=np.float32) * (0.5 / np.sqrt(dim))
-    far = unit_vectors(count - len(near), dim, seed=2)
-    out = np.concatenate([near, far]).astype(np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
 
 
 # -- simulated edge nodes ----------------------------------------------------------------
@@ -437,7 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="gallery folder (default dataset/gallery; embeddings cached)",
     )
     g.add_argument(
-        "--synthetic", type=int, default=0, metavar="N", help="N random unit vectors instead"
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="made-up gallery: N vectors, 10 per person",
     )
     p.add_argument("--dim", type=int, default=512, help="--synthetic vector size (default 512)")
     p.add_argument("--model", default="sface", help="embedder of the dataset gallery")

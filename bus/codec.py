@@ -43,6 +43,7 @@ model id is the gallery's, is for the classifier to decide, not the codec.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +219,20 @@ def encode(msg: EmbeddingMessage, dtype: str = "float16") -> bytes:
     return b"".join((_HEADER.pack(MAGIC, VERSION, code, vec.shape[0], len(meta)), meta, data))
 
 
+# node ids, model ids, stage names: the same in every message of a node
+_TEXTS: dict[str, dict[bytes, str]] = {"utf-8": {}, "ascii": {}}
+
+
+def _text(raw: bytes, encoding: str) -> str:
+    cache = _TEXTS[encoding]
+    text = cache.get(raw)
+    if text is None:
+        text = raw.decode(encoding)
+        if len(cache) < 4096:  # bounded: a flood of new names must not grow it
+            cache[raw] = text
+    return text
+
+
 def decode(payload: bytes) -> EmbeddingMessage:
     """Parse an embedding message; the vector comes back as float32.
 
@@ -227,6 +242,8 @@ def decode(payload: bytes) -> EmbeddingMessage:
     dim × itemsize), ``bad_metadata`` (inconsistent lengths, bad utf-8/ascii),
     ``non_finite`` (NaN or ±inf in the vector).
     """
+    if not isinstance(payload, bytes):  # bytearray / memoryview: slices must be hashable
+        payload = bytes(payload)
     n = len(payload)
     if n < _HEADER.size:
         raise CodecError("truncated", f"payload is {n} bytes, the header alone is {_HEADER.size}")
@@ -263,7 +280,7 @@ def decode(payload: bytes) -> EmbeddingMessage:
             pos += 1
             if pos + length > end:
                 raise CodecError("bad_metadata", "metadata block ends inside a string")
-            strings.append(bytes(payload[pos : pos + length]).decode("utf-8"))
+            strings.append(_text(payload[pos : pos + length], "utf-8"))
             pos += length
         node, model_id = strings
         if pos >= end:
@@ -280,7 +297,7 @@ def decode(payload: bytes) -> EmbeddingMessage:
             pos += 1
             if length == 0 or pos + length + 4 > end:
                 raise CodecError("bad_metadata", "bad stage entry")
-            name = bytes(payload[pos : pos + length]).decode("ascii")
+            name = _text(payload[pos : pos + length], "ascii")
             (stages[name],) = _F32.unpack_from(payload, pos + length)
             pos += length + 4
     except UnicodeDecodeError as exc:
@@ -297,7 +314,9 @@ def decode(payload: bytes) -> EmbeddingMessage:
             seq=seq,
         )
     vec = np.frombuffer(payload, dtype=dt, count=dim, offset=end).astype(np.float32)
-    if not np.isfinite(vec).all():
+    # one dot product is finite iff every value is (one call, not two); only when it
+    # is not, the exact test: huge but finite values overflow the dot product
+    if not math.isfinite(float(vec @ vec)) and not np.isfinite(vec).all():
         raise CodecError("non_finite", "vector contains NaN or infinity", node=node, seq=seq)
     return EmbeddingMessage(
         node=node,

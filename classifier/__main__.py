@@ -73,8 +73,7 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
 
 
 def index_gallery(gallery: Gallery, cfg: ClassifierConfig) -> GalleryIndex:
-    s = cfg.search
-    matcher = Matcher(gallery.vectors, gallery.labels, s.k, s.threshold, s.index, s.hnsw_above)
+    matcher = Matcher.from_config(gallery.vectors, gallery.labels, cfg.search)
     cal = calibrate(gallery.vectors, gallery.labels).as_dict() if len(gallery.names) > 1 else None
     return GalleryIndex(
         matcher, gallery.model_id, len(gallery.names), len(gallery.labels), gallery.version, cal

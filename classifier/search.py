@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from config.schema import SearchConfig
+
 UNKNOWN = "unknown"
 
 
@@ -29,18 +31,75 @@ class Match:
     neighbours: tuple[tuple[str, float], ...]  # top-k (identity, similarity)
 
 
-def make_index(vectors: np.ndarray, kind: str = "auto", hnsw_above: int = 50_000) -> faiss.Index:
-    """Flat inner-product index for small galleries, HNSW beyond ``hnsw_above`` vectors."""
-    dim = vectors.shape[1]
+@dataclass(frozen=True)
+class BatchMatch:
+    """The answers for a batch of queries as arrays: what the classifier's hot path
+    reads, so no per-neighbour Python objects are built for a result.
+
+    Identities are codes into ``Matcher.names``; -1 means "no such neighbour".
+    """
+
+    codes: np.ndarray  # (n, k) int64: identity of each neighbour, nearest first
+    sims: np.ndarray  # (n, k) float32: its similarity
+    winner: np.ndarray  # (n,) int64: identity that won the vote (-1: empty gallery)
+    scores: np.ndarray  # (n,) float: best similarity of the winner (-1 when none)
+    known: np.ndarray  # (n,) bool: scores >= threshold
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: ~4√n, with at least 39 training points per
+    list (FAISS's own minimum for k-means to be meaningful)."""
+    return max(1, min(int(4 * np.sqrt(n)), n // 39))
+
+
+def index_kind(n: int, cfg: SearchConfig) -> str:
+    """Which index ``auto`` means for ``n`` vectors: exact while that is cheap enough,
+    inverted lists (IVF) in the middle, HNSW for large galleries."""
+    if cfg.index != "auto":
+        return cfg.index
+    if n > cfg.hnsw_above:
+        return "hnsw"
+    if n > cfg.ivf_above:
+        return "ivf"
+    return "flat"
+
+
+def make_index(vectors: np.ndarray, cfg: SearchConfig | None = None) -> faiss.Index:
+    """A FAISS inner-product index over ``vectors`` (unit norm), as ``cfg`` says.
+
+    - ``flat``: exact; cost grows with the gallery (10k × 512-d ≈ 5 M multiply-adds
+      per query).
+    - ``ivf``: k-means cells, a query scans its ``nprobe`` nearest cells only. A known
+      face sits in its person's cell, so it is found; strangers may get slightly lower
+      neighbours than exact search, which changes nothing: they are below threshold.
+    - ``hnsw``: graph search, no training, for the largest galleries.
+    """
+    cfg = cfg or SearchConfig()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    kind = index_kind(n, cfg)
     index: faiss.Index
-    if kind == "hnsw" or (kind == "auto" and len(vectors) > hnsw_above):
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = 64
-    else:
+    elif kind == "ivf" and n >= 39:
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, ivf_lists(n), faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = 1234  # the same gallery gives the same cells on every start
+        index.train(vectors)
+    else:  # flat, or too few vectors to train cells
         index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    if n:
+        index.add(vectors)
+    return tune(index, cfg)
+
+
+def tune(index: faiss.Index, cfg: SearchConfig) -> faiss.Index:
+    """Set the search-time knobs of ``cfg`` on ``index`` (also one read from disk)."""
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(cfg.nprobe, index.nlist)
+    elif isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = cfg.ef_search
     return index
 
 
@@ -53,9 +112,11 @@ class Matcher:
         labels: Sequence[str],
         k: int = 5,
         threshold: float = 0.363,
-        index_kind: str = "auto",
-        hnsw_above: int = 50_000,
+        search: SearchConfig | None = None,
+        index: faiss.Index | None = None,
     ) -> None:
+        """``index``: an index already holding ``vectors`` (e.g. read from disk);
+        otherwise one is built as ``search`` says (default: ``auto``)."""
         if len(vectors) != len(labels):
             raise ValueError("one label per gallery vector")
         # identities as small ints: the vote is then numpy work, not Python per neighbour
@@ -66,13 +127,22 @@ class Matcher:
         self.k = max(1, min(k, len(labels))) if len(labels) else 0
         self.threshold = threshold
         self.dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-        self.index = make_index(vectors, index_kind, hnsw_above)
+        self.index = index if index is not None else make_index(vectors, search)
+        if self.index.ntotal != len(labels):
+            raise ValueError(f"index holds {self.index.ntotal} vectors for {len(labels)} labels")
 
-    def search(self, queries: np.ndarray) -> list[Match]:
-        """One ``Match`` per row of ``queries`` (float32, unit norm), in one FAISS call."""
+    @classmethod
+    def from_config(cls, vectors: np.ndarray, labels: Sequence[str], cfg: SearchConfig) -> Matcher:
+        return cls(vectors, labels, cfg.k, cfg.threshold, cfg)
+
+    def match(self, queries: np.ndarray) -> BatchMatch:
+        """Search all rows of ``queries`` (float32, unit norm) in one FAISS call and vote."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        n = len(q)
         if self.k == 0:
-            return [Match(UNKNOWN, -1.0, UNKNOWN, ()) for _ in range(len(q))]
+            none = np.full((n, 1), -1, np.int64)
+            no_sims = np.full((n, 1), -1.0, np.float32)
+            return BatchMatch(none, no_sims, none[:, 0], np.full(n, -1.0), np.zeros(n, bool))
         sims, ids = self.index.search(q, self.k)
         codes = self._codes[ids]  # (n, k); -1 where FAISS had fewer than k
         valid = codes >= 0
@@ -83,18 +153,24 @@ class Matcher:
         # neighbours come sorted by similarity, so ties go to the closer identity
         votes = np.where(valid, votes, -np.inf) - 1e-9 * np.arange(self.k)
         winner = votes.argmax(axis=1)
-        rows = np.arange(len(q))
-        scores = np.where(same[rows, winner], sims, -np.inf).max(axis=1)
-        names, sims_l, codes_l = self.names, sims.tolist(), codes.tolist()
+        rows = np.arange(n)
+        scores = np.where(same[rows, winner], sims, -np.inf).max(axis=1).astype(np.float64)
+        empty = ~valid[:, 0]
+        scores[empty] = -1.0
+        winner_codes = np.where(empty, -1, codes[rows, winner])
+        return BatchMatch(codes, sims, winner_codes, scores, scores >= self.threshold)
+
+    def search(self, queries: np.ndarray) -> list[Match]:
+        """One ``Match`` per row of ``queries``, with names (for tools and tests)."""
+        m = self.match(queries)
+        names = self.names
         out = []
-        for r, (w, score) in enumerate(zip(winner.tolist(), scores.tolist(), strict=True)):
-            row_codes = codes_l[r]
-            if row_codes[0] < 0:
+        for r in range(len(m.codes)):
+            if m.winner[r] < 0:
                 out.append(Match(UNKNOWN, -1.0, UNKNOWN, ()))
                 continue
-            neighbours = tuple(
-                (str(names[c]), s) for c, s in zip(row_codes, sims_l[r], strict=True) if c >= 0
-            )
-            name = str(names[row_codes[w]]) if score >= self.threshold else UNKNOWN
-            out.append(Match(name, score, neighbours[0][0], neighbours))
+            pairs = zip(m.codes[r], m.sims[r], strict=True)
+            neighbours = tuple((str(names[c]), float(s)) for c, s in pairs if c >= 0)
+            name = str(names[m.winner[r]]) if m.known[r] else UNKNOWN
+            out.append(Match(name, float(m.scores[r]), neighbours[0][0], neighbours))
         return out

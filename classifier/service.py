@@ -23,6 +23,7 @@ import numpy as np
 from bus import codec, topics
 from bus.client import BusClient, Message
 from classifier.queues import FairQueues
+from classifier.results import ResultEncoder
 from classifier.search import Matcher
 from classifier.thresholds import LiveThresholds
 from config.schema import ClassifierConfig
@@ -73,6 +74,8 @@ class ClassifierService:
         self._search_ms: deque[float] = deque(maxlen=2000)
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._last_drop_note: dict[str, float] = {}
+        self._encoder: tuple[GalleryIndex, ResultEncoder] | None = None
+        self._result_topics: dict[str, str] = {}
         self._stop = threading.Event()
         offline = json.dumps({"state": "offline"})
         self.client_id = client_id or f"classifier-{os.getpid()}"
@@ -139,7 +142,15 @@ class ClassifierService:
         node = topics.node_of(m.topic)
         try:
             msg = codec.decode(m.payload)
-            codec.check_vector(msg.vector, self.index.matcher.dim)
+            # decode has checked the vector is finite; only the size is the gallery's
+            if msg.vector.shape[0] != self.index.matcher.dim:
+                raise codec.CodecError(
+                    "bad_dim",
+                    f"vector has {msg.vector.shape[0]} dimensions, "
+                    f"expected {self.index.matcher.dim}",
+                    node=msg.node,
+                    seq=msg.seq,
+                )
             if msg.node != node:
                 raise codec.CodecError(
                     "bad_metadata",
@@ -197,10 +208,16 @@ class ClassifierService:
 
     # -- worker -------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        # FAISS's OpenMP threads are set per calling thread; one thread keeps a small
-        # batch's search at ~2 ms p99 when the other core is busy (28 ms with two)
+    def prepare_worker_thread(self) -> None:
+        """Call first on the thread that will call ``classify``.
+
+        FAISS's OpenMP threads are set per calling thread; one thread keeps a small
+        batch's search at ~2 ms p99 when the other core is busy (28 ms with two).
+        """
         faiss.omp_set_num_threads(max(1, self.cfg.search.threads))
+
+    def _work(self) -> None:
+        self.prepare_worker_thread()
         while not self._stop.is_set():
             batch = self.queues.take(self.cfg.batch_max, timeout=0.25)
             if batch:
@@ -214,41 +231,66 @@ class ClassifierService:
         started = time.perf_counter()
         index = self.index  # one consistent gallery for the whole batch
         queries = np.stack([p.msg.vector for _, p in batch])
-        matches = index.matcher.search(queries)
+        found = index.matcher.match(queries)
         searched = time.perf_counter()
         search_ms = (searched - started) * 1000.0
         self._search_ms.append(search_ms)
-        threshold = index.matcher.threshold
-        for (node, p), match in zip(batch, matches, strict=True):
+        encoder = self._encoder_for(index)
+        scores = found.scores.tolist()
+        self.live.extend(scores)
+        rows = zip(
+            batch,
+            found.winner.tolist(),
+            found.codes.tolist(),
+            found.sims.tolist(),
+            scores,
+            found.known.tolist(),
+            strict=True,
+        )
+        topic_of, queue_ms_log = self._result_topic, self._queue_ms
+        now = time.time()
+        out = []
+        for (node, p), winner, codes, sims, score, known in rows:
             msg = p.msg
             queue_ms = (started - p.received) * 1000.0
-            self._queue_ms.append(queue_ms)
-            self.live.add(match.score)
-            timings = {
-                f"{k}_ms" if not k.endswith("_ms") else k: round(v, 3)
-                for k, v in msg.stages.items()
-            }
-            timings["queue_ms"] = round(queue_ms, 3)
-            timings["search_ms"] = round(search_ms, 3)
-            timings["total_classifier_ms"] = round((time.perf_counter() - p.received) * 1000.0, 3)
-            result = {
-                "node": node,
-                "seq": msg.seq,
-                "frame": msg.frame_id,
-                "face": msg.face_index,
-                "name": match.name,
-                "score": round(match.score, 4),
-                "threshold": threshold,
-                "model": index.model_id,
-                "neighbours": [{"name": n, "score": round(s, 4)} for n, s in match.neighbours],
-                "bbox": list(msg.bbox),
-                "captured_at": msg.captured_at,
-                "timings": timings,
-                "classified_at": time.time(),
-            }
-            self.bus.publish(topics.result(node), json.dumps(result), qos=0)
+            queue_ms_log.append(queue_ms)
+            text = encoder.encode(
+                node,
+                msg.seq,
+                msg.frame_id,
+                msg.face_index,
+                msg.bbox,
+                msg.captured_at,
+                msg.stages,
+                winner,
+                codes,
+                sims,
+                score,
+                known,
+                queue_ms,
+                search_ms,
+                (time.perf_counter() - p.received) * 1000.0,
+                now,
+            )
+            out.append((topic_of(node), text))
+        self.bus.publish_many(out)
         self.processed += len(batch)
         self._rate.append((time.monotonic(), self.processed))
+
+    def _encoder_for(self, index: GalleryIndex) -> ResultEncoder:
+        # one encoder per gallery: names and model are encoded once, not per message
+        if self._encoder is None or self._encoder[0] is not index:
+            m = index.matcher
+            self._encoder = (index, ResultEncoder(m.names, index.model_id, m.threshold))
+        return self._encoder[1]
+
+    def _result_topic(self, node: str) -> str:
+        topic = self._result_topics.get(node)
+        if topic is None:
+            topic = topics.result(node)
+            if len(self._result_topics) < 4096:
+                self._result_topics[node] = topic
+        return topic
 
     # -- status and statistics --------------------------------------------------------
 

@@ -34,6 +34,12 @@ class LiveThresholds:
             self._scores.append(score)
             self.total += 1
 
+    def extend(self, scores: list[float]) -> None:
+        """``add`` for a whole batch, under one lock."""
+        with self._lock:
+            self._scores.extend(scores)
+            self.total += len(scores)
+
     def snapshot(
         self, threshold: float, calibration: dict[str, Any] | None = None
     ) -> dict[str, Any]:

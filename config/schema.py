@@ -111,8 +111,13 @@ class SearchConfig:
 
     k: int = 5
     threshold: float = 0.363  # cosine; below it the answer is "unknown"
-    index: Literal["auto", "flat", "hnsw"] = "auto"
-    hnsw_above: int = 50_000
+    # auto: exact (flat) up to ivf_above vectors, inverted lists (ivf) up to
+    # hnsw_above, HNSW beyond; see classifier.search.make_index
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    ivf_above: int = 5_000
+    hnsw_above: int = 200_000
+    nprobe: int = 8  # ivf: cells scanned per query
+    ef_search: int = 64  # hnsw: candidates kept per query
     threads: int = 1  # FAISS threads for the search worker
 
     def validate(self) -> None:
@@ -120,6 +125,8 @@ class SearchConfig:
             raise ValueError("search.k must be >= 1")
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError("search.threshold must be within -1..1")
+        if self.nprobe < 1 or self.ef_search < 1:
+            raise ValueError("search.nprobe and search.ef_search must be >= 1")
 
 
 @dataclass

@@ -111,6 +111,42 @@ def test_publish_subscribe_round_trip(mosquitto: Mosquitto, clients: list[BusCli
     assert len(inbox.messages) == 2
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["one-write", "publish-each"])
+def test_publish_many_delivers_every_message_in_order(
+    mosquitto: Mosquitto,
+    clients: list[BusClient],
+    batched: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bus.client
+
+    monkeypatch.setattr(bus.client, "_BATCHED_PUBLISH", batched)
+    inbox = Inbox()
+    sub = new(clients, cfg(mosquitto), "sub").connect()
+    sub.subscribe(topics.RESULTS, inbox)
+    pub = new(clients, cfg(mosquitto), "pub").connect()
+    # payload sizes around MQTT's 1-, 2- and 3-byte length fields, text and bytes,
+    # a non-ASCII node id in the topic
+    sizes = [0, 1, 120, 127, 128, 16_376, 16_384, 200_000]
+    batch = [
+        (topics.result(f"n{i % 3}-ü"), (f"{i}:" + "x" * n) if i % 2 else bytes([i % 251]) * n)
+        for i, n in enumerate(sizes * 3)
+    ]
+    assert pub.publish_many(batch) == len(batch)
+    assert pub.publish_many([]) == 0
+    got = inbox.wait(len(batch))
+    assert [(m.topic, m.payload, m.qos, m.retain) for m in got] == [
+        (t, p.encode() if isinstance(p, str) else p, 0, False) for t, p in batch
+    ]
+    time.sleep(0.05)
+    assert len(inbox.messages) == len(batch)
+
+
+def test_publish_many_while_disconnected_sends_nothing(clients: list[BusClient]) -> None:
+    c = new(clients, BrokerConfig(url=f"mqtt://127.0.0.1:{free_port()}"), "nobody")
+    assert c.publish_many([(topics.result("door"), "x")]) == 0
+
+
 def test_retained_and_subscribe_before_connect(
     mosquitto: Mosquitto, clients: list[BusClient]
 ) -> None:

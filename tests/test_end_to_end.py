@@ -19,7 +19,7 @@ import config
 from bus.client import BusClient, Message
 from classifier.__main__ import load_index
 from classifier.service import ClassifierService, GalleryIndex
-from config.schema import ClassifierConfig, EdgeConfig
+from config.schema import ClassifierConfig, EdgeConfig, SearchConfig
 from edge.daemon import EdgeNode
 from edge.sources import open_source
 from tests.broker import Mosquitto, free_port
@@ -231,16 +231,16 @@ def test_a_flooding_node_does_not_delay_another(mosquitto):
     vecs = rng.normal(size=(n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     index = GalleryIndex(
-        Matcher(vecs, [f"p{i % 1000}" for i in range(n)], index_kind="flat"),
+        Matcher(vecs, [f"p{i % 1000}" for i in range(n)], search=SearchConfig(index="flat")),
         "synthetic-0",
         1000,
         n,
         "v",
     )
-    # long queues, small batches: a node behind a full queue of 64 waits ~20 batches,
+    # long queues, small batches: a node behind a full queue of 128 waits ~30 batches,
     # a node served round-robin waits ~1
     service = ClassifierService(
-        classifier_cfg(mosquitto, queue_size=64, batch_max=4), index
+        classifier_cfg(mosquitto, queue_size=128, batch_max=4), index
     ).start()
     sent_at: dict[tuple[str, int], float] = {}
     got_at: dict[tuple[str, int], float] = {}
