@@ -32,7 +32,6 @@ from bench.common import (
     SYNTHETIC_PER_ID,
     Broker,
     emit,
-    limit_faiss_threads,
     note,
     synthetic_gallery,
     synthetic_probes,
@@ -47,7 +46,8 @@ COLUMNS = [
     ("embeddings_per_s", "embeddings/s"),
     ("mean_batch", "mean batch"),
     ("net_us", "network µs/msg"),
-    ("worker_us", "worker µs/msg"),
+    ("search_thread_us", "search thread µs/msg"),
+    ("publish_thread_us", "publish thread µs/msg"),
     ("search_us", "search µs/msg"),
     ("recall_at_1", "recall@1"),
     ("same_answer_known", "same answer (known)"),
@@ -114,22 +114,22 @@ def agreement(
     }
 
 
-def measure(
-    service: Any,
-    payloads: list[tuple[str, bytes]],
-    seconds: float,
-    batch_max: int,
-    faiss_threads: int = 0,
-) -> dict[str, Any]:
-    """Feed ``payloads`` (cycled) for ``seconds``; what the worker got through."""
+def thread_cpu_s(thread: threading.Thread) -> float:
+    """CPU seconds ``thread`` has used so far (Linux/Unix per-thread clock)."""
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
+    """Feed ``payloads`` (cycled) for ``seconds`` to a service whose worker threads run
+    (``start_workers``); how many results went out, and what each thread spent."""
     from bus.client import Message
 
     capacity = service.cfg.queue_size * NODES // 2
-    slots = threading.Semaphore(capacity)
     stop = threading.Event()
     fed = [0]
-    cpu = {"net": 0.0, "worker": 0.0}
-    batches = [0]
+    cpu: dict[str, float] = {}
+    calls = [0]
     search_s = [0.0]
     matcher = service.index.matcher
     original_match = matcher.match
@@ -140,69 +140,56 @@ def measure(
             return original_match(q)
         finally:
             search_s[0] += time.perf_counter() - t0
+            calls[0] += 1
 
     matcher.match = timed_match  # instance attribute: this service's matcher only
     messages = [Message(topic, payload, False, 1) for topic, payload in payloads]
+    start_processed = service.processed
 
     def feeder() -> None:
+        # never more in flight than the fair queues hold: nothing is dropped
         t0 = time.thread_time()
         i = 0
         n = len(messages)
         while not stop.is_set():
-            if not slots.acquire(timeout=0.1):
+            if i - (service.processed - start_processed) >= capacity:
+                time.sleep(0.0002)
                 continue
             service._on_embedding(messages[i % n])
             i += 1
         fed[0] = i
         cpu["net"] = time.thread_time() - t0
 
-    done = threading.Event()
-
-    def worker() -> None:
-        if faiss_threads:
-            import faiss
-
-            faiss.omp_set_num_threads(faiss_threads)
-        else:
-            service.prepare_worker_thread()
-        t0 = time.thread_time()
-        queues = service.queues
-        while True:
-            batch = queues.take(batch_max, timeout=0.05)
-            if batch:
-                service.classify(batch)
-                batches[0] += 1
-                slots.release(len(batch))
-            elif done.is_set():
-                break
-        cpu["worker"] = time.thread_time() - t0
-
-    threads = [threading.Thread(target=f, name=f.__name__) for f in (feeder, worker)]
-    start_processed = service.processed
+    workers = {t.name: t for t in service._threads}
+    before = {name: thread_cpu_s(t) for name, t in workers.items()}
+    feed = threading.Thread(target=feeder, name="feeder")
     t_start = time.perf_counter()
-    for t in threads:
-        t.start()
+    feed.start()
     time.sleep(seconds)
     stop.set()
-    threads[0].join()
-    done.set()
-    threads[1].join()
+    feed.join()
+    deadline = time.monotonic() + 30
+    while service.processed - start_processed < fed[0] and time.monotonic() < deadline:
+        time.sleep(0.0005)
     # results still in paho's send queue have not been "delivered" yet
     out = service.bus.paho._out_packet
-    deadline = time.monotonic() + 30
     while out and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.0005)
     elapsed = time.perf_counter() - t_start
+    for name, t in workers.items():
+        cpu[name] = thread_cpu_s(t) - before[name]
     matcher.match = original_match
     processed = service.processed - start_processed
+    per_msg = 1e6 / max(processed, 1)
     return {
         "messages": processed,
         "fed": fed[0],
         "embeddings_per_s": round(processed / elapsed, 1),
-        "mean_batch": round(processed / max(batches[0], 1), 2),
+        "mean_batch": round(processed / max(calls[0], 1), 2),
         "net_us": round(cpu["net"] / max(fed[0], 1) * 1e6, 1),
-        "worker_us": round(cpu["worker"] / max(processed, 1) * 1e6, 1),
-        "search_us": round(search_s[0] / max(processed, 1) * 1e6, 1),
+        "search_thread_us": round(cpu.get("classifier-search", 0.0) * per_msg, 1),
+        "publish_thread_us": round(cpu.get("classifier-publish", 0.0) * per_msg, 1),
+        "search_us": round(search_s[0] * per_msg, 1),
         "dropped": sum(service.queues.dropped.values()),
         "rejected": sum(service.rejected.values()),
         "elapsed_s": round(elapsed, 3),
@@ -254,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--faiss-threads",
         type=int,
         default=0,
-        help="FAISS OpenMP threads (0: its default, one per core)",
+        help="FAISS threads of the search thread (default: the service's search.threads, 1)",
     )
     p.add_argument(
         "--no-cache",
@@ -269,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    limit_faiss_threads(args.faiss_threads)  # before anything imports faiss
 
     import config
     from classifier.service import ClassifierService
@@ -284,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in {"search.nprobe": args.nprobe, "search.ef_search": args.ef_search}.items()
         if v is not None
     }
+    if args.faiss_threads > 0:
+        knobs["search.threads"] = args.faiss_threads
     rows: list[dict[str, Any]] = []
     with Broker() as broker:
         for dim in dims:
@@ -316,13 +304,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     service = ClassifierService(cfg, index, client_id="bench-classifier")
                     service.bus.connect()
+                    service.start_workers(stats=False)
                     try:
                         # warm-up: first FAISS calls, first JSON dumps, socket buffers
-                        measure(service, payloads, min(0.3, args.seconds), batch_max)
-                        r = measure(service, payloads, args.seconds, batch_max)
+                        measure(service, payloads, min(0.3, args.seconds))
+                        r = measure(service, payloads, args.seconds)
                     finally:
-                        service.queues.close()
-                        service.bus.close()
+                        service.stop()
                     row = {
                         "bench": "classifier",
                         "dim": dim,

@@ -1,9 +1,11 @@
 """The classifier service: embeddings in, names out, over the broker.
 
 Threads: paho's network thread decodes and checks each message (microseconds) and
-puts it on its node's queue; one worker takes what is queued, round-robin across
-nodes, searches it as one FAISS batch and publishes one result per message, in
-order per node. A message that can't be used gets a reason on ``faces/<node>/error``.
+puts it on its node's queue; the search thread takes what is queued, round-robin
+across nodes, and searches it as one FAISS batch; the publish thread turns each
+searched batch into one result per message and sends them, in order per node. FAISS
+releases the GIL, so on two cores a batch is searched while the one before it is
+being published. A message that can't be used gets a reason on ``faces/<node>/error``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -24,7 +27,7 @@ from bus import codec, topics
 from bus.client import BusClient, Message
 from classifier.queues import FairQueues
 from classifier.results import ResultEncoder
-from classifier.search import Matcher
+from classifier.search import BatchMatch, Matcher
 from classifier.thresholds import LiveThresholds
 from config.schema import ClassifierConfig
 
@@ -37,6 +40,17 @@ class Pending:
 
     msg: codec.EmbeddingMessage
     received: float  # perf_counter on arrival
+
+
+@dataclass(slots=True)
+class Searched:
+    """A batch on its way from the search thread to the publish thread."""
+
+    batch: list[tuple[str, Pending]]
+    index: GalleryIndex
+    found: BatchMatch
+    started: float  # perf_counter when the search began (end of each queue wait)
+    search_ms: float
 
 
 @dataclass
@@ -83,6 +97,7 @@ class ClassifierService:
             cfg.broker, self.client_id, will=(topics.CLASSIFIER_STATUS, offline, 1, True)
         )
         self._threads: list[threading.Thread] = []
+        self._searched: queue.Queue[Searched] = queue.Queue(maxsize=2)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -97,10 +112,7 @@ class ClassifierService:
             time.sleep(0.05)
         if not self.bus.connected:
             log.warning("broker %s not reachable yet; retrying in the background", self.bus.address)
-        for target, name in ((self._work, "classifier-worker"), (self._report, "classifier-stats")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.start_workers()
         self.publish_status()
         self.publish_thresholds()
         log.info(
@@ -111,6 +123,19 @@ class ClassifierService:
             self.index.model_id,
         )
         return self
+
+    def start_workers(self, stats: bool = True) -> None:
+        """Start the search and publish threads (and the statistics one)."""
+        targets = [
+            (self._search_loop, "classifier-search"),
+            (self._publish_loop, "classifier-publish"),
+        ]
+        if stats:
+            targets.append((self._report, "classifier-stats"))
+        for target, name in targets:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
@@ -216,25 +241,56 @@ class ClassifierService:
         """
         faiss.omp_set_num_threads(max(1, self.cfg.search.threads))
 
-    def _work(self) -> None:
+    def _search_loop(self) -> None:
         self.prepare_worker_thread()
         while not self._stop.is_set():
             batch = self.queues.take(self.cfg.batch_max, timeout=0.25)
-            if batch:
+            if not batch:
+                continue
+            try:
+                searched = self.search(batch)
+            except Exception:  # a bug must not stop the service; it is logged loudly
+                log.exception("searching a batch of %d failed", len(batch))
+                continue
+            # a full hand-off blocks here, so a backlog stays in the fair queues
+            while not self._stop.is_set():
                 try:
-                    self.classify(batch)
-                except Exception:  # a bug must not stop the service; it is logged loudly
-                    log.exception("classifying a batch of %d failed", len(batch))
+                    self._searched.put(searched, timeout=0.25)
+                    break
+                except queue.Full:
+                    continue
+
+    def _publish_loop(self) -> None:
+        # after stop, still publish what was searched (the hand-off holds ≤ 2 batches)
+        while not (self._stop.is_set() and self._searched.empty()):
+            try:
+                searched = self._searched.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            try:
+                self.publish_results(searched)
+            except Exception:
+                log.exception("publishing %d results failed", len(searched.batch))
 
     def classify(self, batch: list[tuple[str, Pending]]) -> None:
-        """Search ``batch`` in one FAISS call and publish a result per message, in order."""
+        """Search ``batch`` in one FAISS call and publish a result per message, in order
+        (what the two worker threads do, on the calling thread)."""
+        self.publish_results(self.search(batch))
+
+    def search(self, batch: list[tuple[str, Pending]]) -> Searched:
+        """Search ``batch`` in one FAISS call."""
         started = time.perf_counter()
         index = self.index  # one consistent gallery for the whole batch
         queries = np.stack([p.msg.vector for _, p in batch])
         found = index.matcher.match(queries)
-        searched = time.perf_counter()
-        search_ms = (searched - started) * 1000.0
+        search_ms = (time.perf_counter() - started) * 1000.0
         self._search_ms.append(search_ms)
+        return Searched(batch, index, found, started, search_ms)
+
+    def publish_results(self, searched: Searched) -> None:
+        """One result per message of a searched batch, sent in one write, in order."""
+        batch, index, found = searched.batch, searched.index, searched.found
+        started, search_ms = searched.started, searched.search_ms
         encoder = self._encoder_for(index)
         scores = found.scores.tolist()
         self.live.extend(scores)
