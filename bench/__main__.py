@@ -15,6 +15,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "edge": ("bench.edge", "edge per-frame time per stage, capture → published"),
     "classifier": ("bench.classifier", "classifier alone: embeddings/s by gallery size"),
     "pipeline": ("bench.pipeline", "publish → result latency, N nodes through a real broker"),
+    "e2e": ("bench.endtoend", "capture → result with real edge, classifier and broker processes"),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -23,6 +24,7 @@ QUICK: dict[str, list[str]] = {
     "edge": ["--repeats", "30"],
     "classifier": ["--sizes", "1000,10000", "--seconds", "1"],
     "pipeline": ["--nodes", "8", "--fps", "15", "--seconds", "5", "--synthetic", "10000"],
+    "e2e": ["--seconds", "8"],
 }
 
 

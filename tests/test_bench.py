@@ -70,17 +70,45 @@ def test_classifier_bench(tmp_path: Path) -> None:
     rows = bench(
         tmp_path,
         "classifier",
-        *("--sizes", "1000", "--dims", "128", "--batch", "32,1", "--seconds", "0.3"),
+        *("--sizes", "1000,10000", "--dims", "128", "--batch", "32,1", "--seconds", "0.3"),
+        "--no-cache",
     )
     assert [(r["gallery"], r["dim"], r["batch_max"]) for r in rows] == [
         (1000, 128, 32),
         (1000, 128, 1),
+        (10000, 128, 32),
+        (10000, 128, 1),
     ]
     for r in rows:
         assert r.keys() >= CLASSIFIER_KEYS
         assert r["messages"] > 0 and r["embeddings_per_s"] > 0
         assert r["dropped"] == 0 and r["rejected"] == 0
+        assert r["search_thread_us"] > 0 and r["publish_thread_us"] > 0
     assert rows[1]["mean_batch"] == 1.0
+    # exact search up to 5k vectors, inverted lists beyond; the approximate index
+    # finds the same nearest vector and gives the same name to every known face
+    assert [r["index"] for r in rows] == ["FlatIP", "FlatIP", "IVFFlat", "IVFFlat"]
+    assert rows[0]["recall_at_1"] == 1.0 and rows[0]["same_answer_known"] == 1.0
+    assert rows[2]["recall_at_1"] >= 0.99 and rows[2]["same_answer_known"] >= 0.99
+    assert rows[2]["strangers_named"] <= rows[2]["strangers_named_exact"] + 0.01
+
+
+def test_e2e_bench_sface(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        "e2e",
+        *("--models", "sface", "--fps", "5", "--seconds", "3", "--warmup", "0.5"),
+        timeout=180,
+    )
+    assert row["model"] == "sface" and row["nodes"] == 1
+    assert row["results"] >= 8  # 5 fps × 3 s, give or take start and stop
+    assert row["named"] >= 0.8  # the frames show gallery people
+    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    stages = ["capture", "detect", "mesh", "align", "embed", "encode"]
+    parts = sum(row[f"{s}_p50_ms"] for s in stages) + row["classifier_p50_ms"]
+    # the parts are medians, so they only roughly add up to the median total
+    assert parts <= row["p50_ms"] * 1.5 and row["embed_p50_ms"] > 0
+    assert row["edge_status_p50_ms"] is not None
 
 
 def test_edge_bench_sface(tmp_path: Path) -> None:
@@ -97,13 +125,13 @@ def test_bench_dispatcher() -> None:
     run = [sys.executable, "-m", "bench"]
     out = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0
-    for name in ("embed", "edge", "classifier", "pipeline", "all"):
+    for name in ("embed", "edge", "classifier", "pipeline", "e2e", "all"):
         assert name in out.stdout
     bad = subprocess.run([*run, "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown bench" in bad.stderr
 
 
-@pytest.mark.parametrize("name", ["pipeline", "edge", "classifier"])
+@pytest.mark.parametrize("name", ["pipeline", "edge", "classifier", "e2e"])
 def test_bench_help(name: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True
