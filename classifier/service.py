@@ -86,6 +86,8 @@ class ClassifierService:
         self.processed = 0
         self._queue_ms: deque[float] = deque(maxlen=2000)
         self._search_ms: deque[float] = deque(maxlen=2000)
+        self._publish_ms: deque[float] = deque(maxlen=2000)  # per batch: results built + sent
+        self._inside_ms: deque[float] = deque(maxlen=2000)  # per message: arrival → sent
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._last_drop_note: dict[str, float] = {}
         self._encoder: tuple[GalleryIndex, ResultEncoder] | None = None
@@ -289,6 +291,7 @@ class ClassifierService:
 
     def publish_results(self, searched: Searched) -> None:
         """One result per message of a searched batch, sent in one write, in order."""
+        begun = time.perf_counter()
         batch, index, found = searched.batch, searched.index, searched.found
         started, search_ms = searched.started, searched.search_ms
         encoder = self._encoder_for(index)
@@ -330,6 +333,9 @@ class ClassifierService:
             )
             out.append((topic_of(node), text))
         self.bus.publish_many(out)
+        done = time.perf_counter()
+        self._publish_ms.append((done - begun) * 1000.0)
+        self._inside_ms.extend((done - p.received) * 1000.0 for _, p in batch)
         self.processed += len(batch)
         self._rate.append((time.monotonic(), self.processed))
 
@@ -361,6 +367,8 @@ class ClassifierService:
     def status(self) -> dict[str, Any]:
         q50, q99 = _pct(self._queue_ms)
         s50, s99 = _pct(self._search_ms)
+        p50, p99 = _pct(self._publish_ms)
+        i50, i99 = _pct(self._inside_ms)
         return {
             "state": "online",
             "client_id": self.client_id,
@@ -382,6 +390,10 @@ class ClassifierService:
                 "queue_ms_p99": q99,
                 "search_ms_p50": s50,
                 "search_ms_p99": s99,
+                "publish_ms_p50": p50,  # per batch: its results built and handed to the broker
+                "publish_ms_p99": p99,
+                "total_ms_p50": i50,  # per message: arrival → its result sent
+                "total_ms_p99": i99,
             },
             "ts": time.time(),
         }
