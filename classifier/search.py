@@ -52,6 +52,13 @@ def ivf_lists(n: int) -> int:
     return max(1, min(int(4 * np.sqrt(n)), n // 39))
 
 
+def ivf_probes(lists: int) -> int:
+    """Cells a query scans by default: 8, more for many cells, where one person's
+    photos spread over more of them (recall@1 vs exact at 100k × 128-d: 0.986 with 8
+    of 1264 cells, 0.996 with 16, 1.0 with 24)."""
+    return max(8, lists // 64)
+
+
 def index_kind(n: int, cfg: SearchConfig) -> str:
     """Which index ``auto`` means for ``n`` vectors: exact while that is cheap enough,
     inverted lists (IVF) in the middle, HNSW for large galleries."""
@@ -97,7 +104,7 @@ def make_index(vectors: np.ndarray, cfg: SearchConfig | None = None) -> faiss.In
 def tune(index: faiss.Index, cfg: SearchConfig) -> faiss.Index:
     """Set the search-time knobs of ``cfg`` on ``index`` (also one read from disk)."""
     if isinstance(index, faiss.IndexIVF):
-        index.nprobe = min(cfg.nprobe, index.nlist)
+        index.nprobe = min(cfg.nprobe or ivf_probes(index.nlist), index.nlist)
     elif isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = cfg.ef_search
     return index

@@ -116,7 +116,7 @@ class SearchConfig:
     index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
     ivf_above: int = 5_000
     hnsw_above: int = 200_000
-    nprobe: int = 8  # ivf: cells scanned per query
+    nprobe: int = 0  # ivf: cells scanned per query (0: auto, max(8, cells / 64))
     ef_search: int = 64  # hnsw: candidates kept per query
     threads: int = 1  # FAISS threads for the search worker
 
@@ -125,8 +125,8 @@ class SearchConfig:
             raise ValueError("search.k must be >= 1")
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError("search.threshold must be within -1..1")
-        if self.nprobe < 1 or self.ef_search < 1:
-            raise ValueError("search.nprobe and search.ef_search must be >= 1")
+        if self.nprobe < 0 or self.ef_search < 1:
+            raise ValueError("search.nprobe must be >= 0 and search.ef_search >= 1")
 
 
 @dataclass
