@@ -13,5 +13,5 @@ COPY edge edge/
 COPY facewire facewire/
 COPY models models/
 COPY monitor monitor/
-RUN pip install --no-cache-dir . && facewire models prepare sface --models-dir /app/models
+RUN pip install --no-cache-dir . && facewire models prepare all --models-dir /app/models
 ENV FACEWIRE_MODELS_DIR=/app/models

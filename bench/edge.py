@@ -5,7 +5,8 @@ Frames are 640×480 camera-like pictures made from real ORL photos
 once like a webcam's MJPEG frame. Each repeat times, on the edge's clock:
 
 - ``capture``: decoding the JPEG (a camera frame arrives compressed),
-- ``detect``: Haar on the downscaled grey frame (``FacePipeline.detect``),
+- ``detect``: the detector (YuNet by default, ``--detector haar``) on the downscaled
+  frame, plus each face's quality measure (``FacePipeline.detect``),
 - ``mesh``: FaceMesh on each face's box (sum over the frame's faces),
 - ``align``: warp + oval mask of each face (sum),
 - ``embed``: one embedder call for all faces of the frame,
@@ -36,6 +37,7 @@ STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"]
 
 COLUMNS = [
     ("model", "model"),
+    ("detector", "detector"),
     ("faces", "faces"),
     *[(f"{s}_p50_ms", f"{s} p50") for s in STAGES[:-1]],
     ("total_p50_ms", "total p50"),
@@ -103,20 +105,21 @@ def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float],
     }, len(kept)
 
 
-def no_spinning(embedder: Any, threads: int) -> None:
-    """What-if: reload the embedder's ONNX session with thread-pool spinning off.
+def reload_session(embedder: Any, threads: int, spinning: str) -> None:
+    """What-if: reload the embedder's ONNX session with other thread settings.
 
-    ONNX Runtime's intra-op threads spin for a while after each run by default; on a
-    2-core device they then compete with the detector and FaceMesh that run next.
+    ONNX Runtime's intra-op threads can sleep between ops (``off``, the default), spin
+    during a run only (``run``) or also for a while after it (``on``); on a 2-core
+    device spinning threads compete with the detector and FaceMesh that run next.
     """
     import onnxruntime as ort
 
     from models.embedders import session_options
 
-    opts = session_options(threads)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     embedder.session = ort.InferenceSession(
-        str(embedder.path), sess_options=opts, providers=["CPUExecutionProvider"]
+        str(embedder.path),
+        sess_options=session_options(threads, spinning),
+        providers=["CPUExecutionProvider"],
     )
 
 
@@ -127,7 +130,10 @@ def bench_model(
     repeats: int,
     warmup: int,
     models_dir: str = "",
-    ort_no_spin: bool = False,
+    spinning: str | None = None,
+    detector: str | None = None,
+    threads: int | None = None,
+    pad: float | None = None,
 ) -> list[dict[str, Any]]:
     import config
     from config.schema import EdgeConfig
@@ -141,12 +147,15 @@ def bench_model(
             "pipeline.model": model,
             "pipeline.models_dir": models_dir,
             "dedup_distance": 0.0,  # every face is published, every frame
+            "pipeline.detector.kind": detector,
+            "pipeline.threads": threads,
+            "pipeline.detector.pad": pad,
         },
         env={},
     )
     node = EdgeNode(cfg).start()
-    if ort_no_spin:
-        no_spinning(node.pipeline.embedder, cfg.pipeline.threads)
+    if spinning is not None:
+        reload_session(node.pipeline.embedder, cfg.pipeline.threads, spinning)
     rows = []
     try:
         for n_faces, jpeg in jpegs.items():
@@ -163,9 +172,12 @@ def bench_model(
                 "bench": "edge",
                 "model": model,
                 "model_id": node.pipeline.model_id,
+                "detector": cfg.pipeline.detector.kind,
+                "pad": cfg.pipeline.detector.pad,
                 "faces": n_faces,
                 "found": int(np.median(found)),
-                "ort_spinning": not ort_no_spin,
+                "ort_spinning": spinning or "off",
+                "threads": cfg.pipeline.threads,
                 "repeats": repeats,
             }
             for s in STAGES:
@@ -195,9 +207,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="look for model files here first, then in the models folder",
     )
     p.add_argument(
+        "--ort-spinning",
+        choices=["off", "run", "on"],
+        default=None,
+        help="what-if: ONNX Runtime's worker threads sleep between ops (off, the default), "
+        "spin during a run only (run), or also after it (on, ONNX Runtime's own default)",
+    )
+    p.add_argument(
         "--ort-no-spin",
-        action="store_true",
-        help="what-if: ONNX Runtime thread-pool spinning off (session.intra_op.allow_spinning=0)",
+        action="store_const",
+        const="off",
+        dest="ort_spinning",
+        help="same as --ort-spinning off",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="what-if: ONNX Runtime intra-op threads (default: the config's, 0 = library's)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["haar", "yunet"],
+        default=None,
+        help="face detector (default: the config's, see config/edge.yaml)",
+    )
+    p.add_argument(
+        "--pad",
+        type=float,
+        default=None,
+        help="what-if: detector border padding (default: the config's; haar 0.15, yunet 0)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
@@ -227,7 +266,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             note(f"{model}: {args.repeats} frames of 1 and of 3 faces …")
             rows += bench_model(
-                model, broker.url, jpegs, args.repeats, args.warmup, where, args.ort_no_spin
+                model,
+                broker.url,
+                jpegs,
+                args.repeats,
+                args.warmup,
+                where,
+                args.ort_spinning,
+                args.detector,
+                args.threads,
+                args.pad,
             )
     for r in rows:
         if r["model"] == "clip-vit-b32-int8" and r["faces"] == 1:

@@ -28,7 +28,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         "--detector",
         choices=["haar", "yunet"],
         default=None,
-        help="face detector (default: haar; yunet needs `facewire models prepare yunet`)",
+        help="face detector (default: yunet, from `facewire models prepare yunet`; haar "
+        "needs no model file)",
     )
     p.add_argument(
         "--no-mesh",

@@ -1,4 +1,4 @@
-"""Face detection: OpenCV's Haar cascade on a downscaled grey frame."""
+"""Face detection on a downscaled frame: YuNet (default) or OpenCV's Haar cascade."""
 
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ def pad_border(image: np.ndarray, share: float) -> tuple[np.ndarray, int]:
     return image, pad
 
 
+def padding(cfg: DetectorConfig, default: float) -> float:
+    """``cfg.pad``, or the detector's own ``default`` when it is not set."""
+    return default if cfg.pad is None else cfg.pad
+
+
+def min_size(cfg: DetectorConfig, default: int) -> int:
+    """``cfg.min_size``, or the detector's own ``default`` when it is not set."""
+    return default if cfg.min_size is None else cfg.min_size
+
+
 def to_frame(
     rects: Iterable[Iterable[float]],
     scale: float,
@@ -76,7 +86,7 @@ class HaarDetector:
     """
 
     def __init__(self, cfg: DetectorConfig | None = None) -> None:
-        self.cfg = cfg or DetectorConfig()
+        self.cfg = cfg or DetectorConfig(kind="haar")
         path = cascade_path(self.cfg.cascade)
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
@@ -87,8 +97,8 @@ class HaarDetector:
         cfg = self.cfg
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         small, scale = shrink(grey, cfg.detect_width)
-        small, pad = pad_border(cv2.equalizeHist(small), cfg.pad)
-        min_side = max(8, round(cfg.min_size * scale))
+        small, pad = pad_border(cv2.equalizeHist(small), padding(cfg, 0.15))
+        min_side = max(8, round(min_size(cfg, 30) * scale))
         found = self._cascade.detectMultiScale(
             small,
             scaleFactor=cfg.scale_factor,
@@ -101,13 +111,12 @@ class HaarDetector:
 
 class YuNetDetector:
     """OpenCV Zoo's YuNet through ``cv2.FaceDetectorYN``, on a frame downscaled to
-    ``detect_width`` (and padded like Haar, so tight crops are found too)."""
+    ``detect_width`` (padded only if ``pad`` says so: YuNet finds faces that touch
+    the border, tight gallery crops included)."""
 
     def __init__(self, cfg: DetectorConfig | None = None, model: Path | None = None) -> None:
-        from models.files import models_dir
-
         self.cfg = cfg or DetectorConfig(kind="yunet")
-        path = model or models_dir() / "yunet.onnx"
+        path = model or yunet_path()
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} is missing; make it with: facewire models prepare yunet"
@@ -122,20 +131,28 @@ class YuNetDetector:
         cfg = self.cfg
         bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         small, scale = shrink(bgr, cfg.detect_width)
-        small, pad = pad_border(small, cfg.pad)
+        small, pad = pad_border(small, padding(cfg, 0.0))
         size = (small.shape[1], small.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
             self._size = size
         _, found = self._net.detect(small)
         rects = found if found is not None else []
-        return to_frame(rects, scale, pad, bgr.shape, cfg.min_size, cfg.largest_only)
+        return to_frame(rects, scale, pad, bgr.shape, min_size(cfg, 20), cfg.largest_only)
+
+
+def yunet_path(models_directory: str = "") -> Path:
+    """``yunet.onnx`` in the configured models folder, else in this install's: a folder
+    of exported embedders (``FACEWIRE_MODELS_DIR``) need not carry the detector too."""
+    from models.files import PACKAGE_DIR, models_dir
+
+    configured = models_dir(models_directory) / "yunet.onnx"
+    bundled = PACKAGE_DIR / "yunet.onnx"
+    return bundled if not configured.exists() and bundled.exists() else configured
 
 
 def make_detector(cfg: DetectorConfig, models_directory: str = "") -> HaarDetector | YuNetDetector:
     """The detector ``cfg.kind`` names."""
     if cfg.kind == "yunet":
-        from models.files import models_dir
-
-        return YuNetDetector(cfg, models_dir(models_directory) / "yunet.onnx")
+        return YuNetDetector(cfg, yunet_path(models_directory))
     return HaarDetector(cfg)

@@ -34,17 +34,32 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def session_options(threads: int = 0):  # -> onnxruntime.SessionOptions
+SPINNING = ("off", "run", "on")
+
+
+def session_options(threads: int = 0, spinning: str = "off"):  # -> onnxruntime.SessionOptions
+    """ONNX Runtime options for the embedders.
+
+    ``spinning`` is what the intra-op worker threads do while they wait for work:
+    ``off`` sleep; ``run`` spin while a run is in progress and stop at its end;
+    ``on`` (ONNX Runtime's default) keep spinning for a while after each run, which
+    steals the CPU the next frame's detector and FaceMesh need on a 2-core device
+    (measured: Haar 56 → 36 ms with CLIP int8).
+    """
     import onnxruntime as ort
 
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning must be one of {SPINNING}, not {spinning!r}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    # Idle worker threads otherwise spin after each run and steal the CPU the next
-    # frame's detector needs (measured: Haar 56 → 36 ms on 2 cores with CLIP int8).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry(
+        "session.intra_op.allow_spinning", "0" if spinning == "off" else "1"
+    )
+    if spinning == "run":
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3  # warnings about the graph are not the user's business
     return opts
 
@@ -56,12 +71,14 @@ class OnnxEmbedder:
     input_size = 112
     dim = 0
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, spinning: str = "off") -> None:
         import onnxruntime as ort
 
         self.path = path
         self.session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(path),
+            sess_options=session_options(threads, spinning),
+            providers=["CPUExecutionProvider"],
         )
         self._input = self.session.get_inputs()[0].name
         info = read_sidecar(path)

@@ -137,8 +137,12 @@ def test_files_and_sidecars(clip_dir):
         ]
     q = json.loads((clip_dir / "clip-vit-b32-int8.onnx.json").read_text())["quantization"]
     assert q["op_types"] == ["MatMul", "Gemm"]
-    ops = {n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node}
-    assert "MatMulInteger" in ops and "Conv" in ops and "ConvInteger" not in ops
+    fp32_ops = [n.op_type for n in onnx.load(str(fp32), load_external_data=False).graph.node]
+    ops = [n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node]
+    # the patch embedding is a MatMul (checked against PyTorch in the tests below), so
+    # it is quantised too: 12 blocks × (q, k, v, out, fc1, fc2) + patches + projection
+    assert "Conv" not in fp32_ops and "Conv" not in ops and "ConvInteger" not in ops
+    assert ops.count("MatMulInteger") == 12 * 6 + 2
 
 
 def test_fp32_matches_pytorch_on_face_photos(clip_dir, torch_model, probe_pixels):

@@ -178,10 +178,10 @@ def test_yunet_detector_finds_faces_and_no_false_ones():
 
 
 def test_pipeline_with_yunet_embeds_like_with_haar():
-    haar = FacePipeline(PipelineConfig())
     cfg = PipelineConfig()
-    cfg.detector.kind = "yunet"
-    yunet = FacePipeline(cfg)
+    cfg.detector.kind = "haar"
+    haar = FacePipeline(cfg)
+    yunet = FacePipeline(PipelineConfig())  # YuNet is the default
     try:
         a = faces_of(haar, FRONTAL)[0].embedding
         b = faces_of(yunet, FRONTAL)[0].embedding
@@ -190,3 +190,20 @@ def test_pipeline_with_yunet_embeds_like_with_haar():
         yunet.close()
     # different boxes, same FaceMesh alignment: nearly the same vector
     assert float(a @ b) > 0.9
+
+
+@pytest.mark.parametrize("kind", ["yunet", "haar"])
+def test_faces_touching_the_border_are_found_with_the_default_padding(kind):
+    """A gallery photo is a tight head crop: the face touches the image border. YuNet
+    finds it unpadded, Haar needs its default padding (and misses it without)."""
+    from models.detect import make_detector
+    from models.prepare import prepare_yunet
+
+    prepare_yunet()
+    cfg = PipelineConfig().detector
+    cfg.kind = kind
+    photo = cv2.imread(str(DATASET / "gallery" / "ORL_s02" / "orl" / "ORL_s02_0005.jpg"))
+    assert len(make_detector(cfg).detect(photo)) == 1
+    if kind == "haar":
+        cfg.pad = 0.0
+        assert make_detector(cfg).detect(photo) == []
