@@ -76,7 +76,7 @@ def make_matcher(
     vectors, labels = synthetic_gallery(n, dim)
     s = cfg.search
     kind = index_kind(n, s)
-    path = cache_dir / f"{kind}-{n}x{dim}-v2.faiss" if (kind != "flat" and cache_dir) else None
+    path = cache_dir / f"{kind}-{n}x{dim}-v3.faiss" if (kind != "flat" and cache_dir) else None
     t0 = time.perf_counter()
     if path is not None and path.exists():
         index, built = tune(faiss.read_index(str(path)), s), -1.0
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     import config
+    from classifier.search import describe
     from classifier.service import ClassifierService
     from config.schema import ClassifierConfig
 
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bench": "classifier",
                         "dim": dim,
                         "gallery": size,
-                        "index": type(matcher.index).__name__.removeprefix("Index"),
+                        "index": describe(matcher.index),
                         "batch_max": batch_max,
                         **r,
                         **quality,

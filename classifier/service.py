@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from bus import codec, topics
 from bus.client import BusClient, Message
 from classifier.queues import FairQueues
 from classifier.results import ResultEncoder
-from classifier.search import BatchMatch, Matcher
+from classifier.search import BatchMatch, Matcher, describe
 from classifier.thresholds import LiveThresholds
 from config.schema import ClassifierConfig
 
@@ -63,6 +64,13 @@ class GalleryIndex:
     vectors: int
     version: str
     calibration: dict[str, Any] | None = None
+
+
+#: How long a Python thread may hold the GIL while another waits (CPython: 5 ms). The
+#: network, search and publish threads hand work to each other many times per ms; at
+#: 0.5 ms, 10k × 128-d went from 14.0 / 16.3k to 17.8 / 17.5k embeddings/s (alternating
+#: runs) and a thread coming back from FAISS waits less for the GIL.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def _pct(values: deque[float]) -> tuple[float | None, float | None]:
@@ -118,16 +126,22 @@ class ClassifierService:
         self.publish_status()
         self.publish_thresholds()
         log.info(
-            "classifier ready on %s: %d identities, %d vectors, model %s",
+            "classifier ready on %s: %d identities, %d vectors (%s), model %s",
             self.bus.address,
             self.index.identities,
             self.index.vectors,
+            describe(self.index.matcher.index),
             self.index.model_id,
         )
         return self
 
     def start_workers(self, stats: bool = True) -> None:
-        """Start the search and publish threads (and the statistics one)."""
+        """Start the search and publish threads (and the statistics one).
+
+        Also shortens the interpreter's GIL switch interval (process-wide): the
+        classifier process is these threads and paho's.
+        """
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         targets = [
             (self._search_loop, "classifier-search"),
             (self._publish_loop, "classifier-publish"),
@@ -377,6 +391,7 @@ class ClassifierService:
                 "identities": self.index.identities,
                 "vectors": self.index.vectors,
                 "version": self.index.version,
+                "index": describe(self.index.matcher.index),
             },
             "threshold": self.index.matcher.threshold,
             "queues": self.queues.depths(),

@@ -87,7 +87,7 @@ def test_classifier_bench(tmp_path: Path) -> None:
     assert rows[1]["mean_batch"] == 1.0
     # exact search up to 5k vectors, inverted lists beyond; the approximate index
     # finds the same nearest vector and gives the same name to every known face
-    assert [r["index"] for r in rows] == ["FlatIP", "FlatIP", "IVFFlat", "IVFFlat"]
+    assert [r["index"] for r in rows] == ["flat", "flat", "ivf256-fp16/8", "ivf256-fp16/8"]
     assert rows[0]["recall_at_1"] == 1.0 and rows[0]["same_answer_known"] == 1.0
     assert rows[2]["recall_at_1"] >= 0.99 and rows[2]["same_answer_known"] >= 0.99
     assert rows[2]["strangers_named"] <= rows[2]["strangers_named_exact"] + 0.01

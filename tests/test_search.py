@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.common import synthetic_gallery, synthetic_probes
-from classifier.search import Matcher, index_kind, make_index, tune
+from classifier.search import Matcher, describe, index_kind, make_index, tune
 from config.schema import SearchConfig
 
 
@@ -32,7 +32,8 @@ def test_approximate_index_names_known_faces_like_exact_search(kind: str) -> Non
     known = len(queries) // 2
     exact = Matcher(vectors, labels, search=SearchConfig(index="flat"))
     approx = Matcher(vectors, labels, search=SearchConfig(index=kind))
-    assert isinstance(approx.index, faiss.IndexIVFFlat if kind == "ivf" else faiss.IndexHNSWFlat)
+    assert isinstance(approx.index, faiss.IndexIVF if kind == "ivf" else faiss.IndexHNSW)
+    assert describe(approx.index) == ("ivf512-fp16/8" if kind == "ivf" else "hnsw32/64")
     want, got = answers(exact, queries), answers(approx, queries)
     assert (want[:known] >= 0).mean() > 0.95  # the made-up people are recognisable
     assert (got[:known] == want[:known]).mean() >= 0.99
