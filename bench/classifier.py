@@ -43,6 +43,7 @@ COLUMNS = [
     ("gallery", "gallery"),
     ("index", "index"),
     ("batch_max", "batch"),
+    ("replicas", "replicas"),
     ("embeddings_per_s", "embeddings/s"),
     ("mean_batch", "mean batch"),
     ("net_us", "network µs/msg"),
@@ -196,6 +197,70 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
     }
 
 
+def run_service(
+    cfg: Any, index: Any, payloads: list[tuple[str, bytes]], seconds: float, tag: str = ""
+) -> dict[str, Any]:
+    """One ``ClassifierService`` with its own threads: warm up, then ``measure``."""
+    from classifier.service import ClassifierService
+
+    service = ClassifierService(cfg, index, client_id=f"bench-classifier{tag}")
+    service.bus.connect()
+    service.start_workers(stats=False)
+    try:
+        # warm-up: first FAISS calls, first JSON dumps, socket buffers
+        measure(service, payloads, min(0.3, seconds))
+        return measure(service, payloads, seconds)
+    finally:
+        service.stop()
+
+
+def _replica(
+    i: int, cfg: Any, size: int, dim: int, cache: Path | None, seconds: float, start: Any, out: Any
+) -> None:
+    """One replica process: its own index (from the cache), service and feeder."""
+    from classifier.service import GalleryIndex
+
+    probes = synthetic_probes(size, dim)
+    matcher, _, _ = make_matcher(size, dim, cfg, cache, probes)
+    index = GalleryIndex(matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "")
+    payloads = encode_payloads(index.model_id, probes)
+    start.wait()  # every replica measures at the same time
+    out.put(run_service(cfg, index, payloads, seconds, tag=f"-{i}"))
+
+
+def run_replicas(
+    n: int, cfg: Any, size: int, dim: int, cache: Path | None, seconds: float
+) -> dict[str, Any]:
+    """``n`` classifier processes at once, like replicas behind a shared subscription
+    (each gets its own share of the messages): their embeddings/s add up."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # no fork after FAISS's OpenMP started
+    start, out = ctx.Barrier(n), ctx.Queue()
+    procs = [
+        ctx.Process(target=_replica, args=(i, cfg, size, dim, cache, seconds, start, out))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    rows = [out.get(timeout=seconds + 300) for _ in procs]
+    for p in procs:
+        p.join(30)
+    total = sum(r["embeddings_per_s"] for r in rows)
+    mean = {k: round(sum(r[k] for r in rows) / n, 1) for k in rows[0] if k.endswith("_us")}
+    return {
+        **mean,
+        "messages": sum(r["messages"] for r in rows),
+        "fed": sum(r["fed"] for r in rows),
+        "embeddings_per_s": round(total, 1),
+        "per_replica": [r["embeddings_per_s"] for r in rows],
+        "mean_batch": round(sum(r["mean_batch"] for r in rows) / n, 2),
+        "dropped": sum(r["dropped"] for r in rows),
+        "rejected": sum(r["rejected"] for r in rows),
+        "elapsed_s": max(r["elapsed_s"] for r in rows),
+    }
+
+
 def encode_payloads(
     model_id: str, probes: np.ndarray, count: int = 2048
 ) -> list[tuple[str, bytes]]:
@@ -250,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nprobe", type=int, default=None, help="ivf: cells scanned per query")
     p.add_argument("--ef-search", type=int, default=None, help="hnsw: candidates per query")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="classifier processes measured at once, as behind a shared subscription (default 1)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -259,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import config
     from classifier.search import describe
-    from classifier.service import ClassifierService
     from config.schema import ClassifierConfig
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -303,21 +373,17 @@ def main(argv: list[str] | None = None) -> int:
                         },
                         env={},
                     )
-                    service = ClassifierService(cfg, index, client_id="bench-classifier")
-                    service.bus.connect()
-                    service.start_workers(stats=False)
-                    try:
-                        # warm-up: first FAISS calls, first JSON dumps, socket buffers
-                        measure(service, payloads, min(0.3, args.seconds))
-                        r = measure(service, payloads, args.seconds)
-                    finally:
-                        service.stop()
+                    if args.replicas > 1:
+                        r = run_replicas(args.replicas, cfg, size, dim, cache, args.seconds)
+                    else:
+                        r = run_service(cfg, index, payloads, args.seconds)
                     row = {
                         "bench": "classifier",
                         "dim": dim,
                         "gallery": size,
                         "index": describe(matcher.index),
                         "batch_max": batch_max,
+                        "replicas": args.replicas,
                         **r,
                         **quality,
                         "index_build_s": round(built, 2) if built >= 0 else None,

@@ -93,6 +93,19 @@ def test_classifier_bench(tmp_path: Path) -> None:
     assert rows[2]["strangers_named"] <= rows[2]["strangers_named_exact"] + 0.01
 
 
+def test_classifier_bench_replicas(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        "classifier",
+        *("--sizes", "1000", "--dims", "128", "--batch", "32", "--seconds", "0.3"),
+        *("--replicas", "2"),
+    )
+    assert row["replicas"] == 2 and len(row["per_replica"]) == 2
+    assert all(r > 0 for r in row["per_replica"])
+    assert row["embeddings_per_s"] == pytest.approx(sum(row["per_replica"]), abs=0.2)
+    assert row["messages"] > 0 and row["dropped"] == 0 and row["rejected"] == 0
+
+
 def test_e2e_bench_sface(tmp_path: Path) -> None:
     (row,) = bench(
         tmp_path,
