@@ -3,7 +3,8 @@
 ``json.dumps`` of a result dict costs ~20 µs, more than the rest of the classifier's
 work per message at a 1k gallery. Names, model and the node's own fields are
 JSON-encoded once and the per-message numbers are formatted straight into the text.
-The output parses to exactly the dict ``result_dict`` describes (the tests check it).
+The output parses to exactly what ``json.dumps`` of the same result as a dict gives
+(``tests/test_results.py`` holds that reference and checks it).
 
 >>> import json, numpy as np
 >>> from classifier.results import ResultEncoder
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -117,56 +117,3 @@ class ResultEncoder:
             f'"queue_ms":{queue_ms:.3f},"search_ms":{search_ms:.3f},'
             f'"total_classifier_ms":{total_ms:.3f}}},"classified_at":{classified_at!r}}}'
         )
-
-
-def result_dict(
-    names: Sequence[str],
-    model_id: str,
-    threshold: float,
-    node: str,
-    seq: int,
-    frame: int,
-    face: int,
-    bbox: Sequence[int],
-    captured_at: float,
-    stages: Mapping[str, float],
-    winner: int,
-    codes: Sequence[int],
-    sims: Sequence[float],
-    score: float,
-    known: bool,
-    queue_ms: float,
-    search_ms: float,
-    total_ms: float,
-    classified_at: float,
-) -> dict[str, Any]:
-    """The same result as a plain dict: the reference ``ResultEncoder`` is held to."""
-
-    def num(v: float, digits: int) -> float | None:
-        return round(v, digits) if math.isfinite(v) else None
-
-    timings: dict[str, float | None] = {
-        (k if k.endswith("_ms") else f"{k}_ms"): num(v, 3) for k, v in stages.items()
-    }
-    timings.update(
-        queue_ms=num(queue_ms, 3), search_ms=num(search_ms, 3), total_classifier_ms=num(total_ms, 3)
-    )
-    return {
-        "node": node,
-        "seq": seq,
-        "frame": frame,
-        "face": face,
-        "name": names[winner] if known and winner >= 0 else UNKNOWN,
-        "score": num(score, 4),
-        "threshold": threshold,
-        "model": model_id,
-        "neighbours": [
-            {"name": names[c], "score": num(s, 4)}
-            for c, s in zip(codes, sims, strict=True)
-            if c >= 0
-        ],
-        "bbox": list(bbox),
-        "captured_at": captured_at if math.isfinite(captured_at) else None,
-        "timings": timings,
-        "classified_at": classified_at,
-    }

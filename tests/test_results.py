@@ -4,13 +4,50 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
-from classifier.results import ResultEncoder, result_dict
+from classifier.results import ResultEncoder
+from classifier.search import UNKNOWN
 
 NAMES = ["ann", 'bo"b', "zoë \\ 李", "unknown-ish", "%s %d"]
+
+
+def result_dict(names: list[str], model_id: str, threshold: float, **kw: Any) -> dict[str, Any]:
+    """The reference: the result as a plain dict, the obvious way (what json.dumps of
+    it would give, NaN/inf as null since they are not JSON)."""
+
+    def num(v: float, digits: int) -> float | None:
+        return round(v, digits) if math.isfinite(v) else None
+
+    timings = {(k if k.endswith("_ms") else f"{k}_ms"): num(v, 3) for k, v in kw["stages"].items()}
+    timings.update(
+        queue_ms=num(kw["queue_ms"], 3),
+        search_ms=num(kw["search_ms"], 3),
+        total_classifier_ms=num(kw["total_ms"], 3),
+    )
+    known = kw["known"] and kw["winner"] >= 0
+    return {
+        "node": kw["node"],
+        "seq": kw["seq"],
+        "frame": kw["frame"],
+        "face": kw["face"],
+        "name": names[kw["winner"]] if known else UNKNOWN,
+        "score": num(kw["score"], 4),
+        "threshold": threshold,
+        "model": model_id,
+        "neighbours": [
+            {"name": names[c], "score": num(s, 4)}
+            for c, s in zip(kw["codes"], kw["sims"], strict=True)
+            if c >= 0
+        ],
+        "bbox": list(kw["bbox"]),
+        "captured_at": kw["captured_at"] if math.isfinite(kw["captured_at"]) else None,
+        "timings": timings,
+        "classified_at": kw["classified_at"],
+    }
 
 
 def both(enc: ResultEncoder, **kw: object) -> tuple[object, dict[str, object]]:
