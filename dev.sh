@@ -55,8 +55,8 @@ python_deps() {
 }
 
 model_files() {
-  if [ ! -f models/sface.onnx ] || [ ! -f models/yunet.onnx ]; then
-    say "preparing the SFace and YuNet model files"
+  if [ ! -f models/sface.onnx ] || [ ! -f models/yunet.onnx ] || [ ! -f models/face_landmark.onnx ]; then
+    say "preparing the SFace, YuNet and face landmark model files"
     "$VENV/bin/facewire" models prepare all
   fi
 }

@@ -38,6 +38,7 @@ STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"]
 COLUMNS = [
     ("model", "model"),
     ("detector", "detector"),
+    ("mesh_runtime", "mesh"),
     ("faces", "faces"),
     *[(f"{s}_p50_ms", f"{s} p50") for s in STAGES[:-1]],
     ("total_p50_ms", "total p50"),
@@ -134,6 +135,7 @@ def bench_model(
     detector: str | None = None,
     threads: int | None = None,
     pad: float | None = None,
+    mesh_runtime: str | None = None,
 ) -> list[dict[str, Any]]:
     import config
     from config.schema import EdgeConfig
@@ -150,6 +152,7 @@ def bench_model(
             "pipeline.detector.kind": detector,
             "pipeline.threads": threads,
             "pipeline.detector.pad": pad,
+            "pipeline.mesh_runtime": mesh_runtime,
         },
         env={},
     )
@@ -173,6 +176,7 @@ def bench_model(
                 "model": model,
                 "model_id": node.pipeline.model_id,
                 "detector": cfg.pipeline.detector.kind,
+                "mesh_runtime": cfg.pipeline.mesh_runtime,
                 "pad": cfg.pipeline.detector.pad,
                 "faces": n_faces,
                 "found": int(np.median(found)),
@@ -238,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="what-if: detector border padding (default: the config's; haar 0.15, yunet 0)",
     )
+    p.add_argument(
+        "--mesh-runtime",
+        choices=["mediapipe", "landmarks"],
+        default=None,
+        help="FaceMesh's whole graph or its landmark model alone (default: the config's)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -276,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.detector,
                 args.threads,
                 args.pad,
+                args.mesh_runtime,
             )
     for r in rows:
         if r["model"] == "clip-vit-b32-int8" and r["faces"] == 1:

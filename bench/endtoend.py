@@ -39,6 +39,7 @@ EDGE_STAGES = ["capture", "detect", "mesh", "align", "embed", "encode"]
 COLUMNS = [
     ("model", "model"),
     ("detector", "detector"),
+    ("mesh_runtime", "mesh"),
     ("nodes", "nodes"),
     ("fps", "fps"),
     ("results", "results"),
@@ -109,6 +110,8 @@ def run_one(args: argparse.Namespace, model: str, frames_dir: Path) -> dict[str,
         if args.detector:
             common += ["--detector", args.detector]
         env = child_env(FACEWIRE_LOG="WARNING")
+        if args.mesh_runtime:  # edge and classifier must agree
+            env["FACEWIRE_PIPELINE_MESH_RUNTIME"] = args.mesh_runtime
         classifier = subprocess.Popen(
             [sys.executable, "-m", "facewire", "classifier", "--dataset", args.gallery, *common],
             cwd=ROOT,
@@ -176,6 +179,7 @@ def summarise(
         "bench": "e2e",
         "model": model,
         "detector": args.detector or "config",
+        "mesh_runtime": args.mesh_runtime or "config",
         "nodes": args.nodes,
         "fps": args.fps,
         "results": len(got),
@@ -203,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         "CLIP rows need its files: facewire models export clip)",
     )
     p.add_argument("--detector", choices=["haar", "yunet"], default=None, help="edge detector")
+    p.add_argument(
+        "--mesh-runtime",
+        choices=["mediapipe", "landmarks"],
+        default=None,
+        help="FaceMesh's whole graph or its landmark model alone (default: the config's)",
+    )
     p.add_argument("--nodes", type=int, default=1, help="edge processes (default 1)")
     p.add_argument("--fps", type=float, default=5.0, help="frames per second each (default 5)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per model")

@@ -11,6 +11,9 @@ import numpy as np
 from config.schema import DetectorConfig
 
 Box = tuple[int, int, int, int]
+# A box and, from YuNet, its 5 key points in frame pixels (5×2 float32: the eye on the
+# image's left, the other eye, nose tip, mouth corner on the left, on the right).
+Detection = tuple[Box, np.ndarray | None]
 
 
 def cascade_path(name: str) -> Path:
@@ -64,16 +67,36 @@ def to_frame(
     largest_only: bool,
 ) -> list[Box]:
     """Detections on the shrunk, padded image → frame boxes, clipped, largest first."""
+    found = to_frame_points(rects, scale, pad, frame_shape, min_side, largest_only)
+    return [box for box, _ in found]
+
+
+def to_frame_points(
+    rects: Iterable[Iterable[float]],
+    scale: float,
+    pad: int,
+    frame_shape: tuple[int, ...],
+    min_side: int,
+    largest_only: bool,
+) -> list[Detection]:
+    """Like ``to_frame``, with each box's 5 key points in frame pixels when a detection
+    row carries them (YuNet: ``x, y, w, h``, then 5 × ``x, y``, then the score)."""
     h, w = frame_shape[:2]
-    boxes: list[Box] = []
+    found: list[Detection] = []
     for rect in rects:
-        x, y, bw, bh = (float(v) for v in list(rect)[:4])
+        row = [float(v) for v in rect]
+        x, y, bw, bh = row[:4]
         x0, y0 = max(0, round((x - pad) / scale)), max(0, round((y - pad) / scale))
         x1, y1 = min(w, round((x - pad + bw) / scale)), min(h, round((y - pad + bh) / scale))
         if x1 - x0 >= min_side and y1 - y0 >= min_side:
-            boxes.append((x0, y0, x1 - x0, y1 - y0))
-    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-    return boxes[:1] if largest_only else boxes
+            points = None
+            if len(row) >= 14:
+                points = ((np.array(row[4:14], np.float32).reshape(5, 2) - pad) / scale).astype(
+                    np.float32
+                )
+            found.append(((x0, y0, x1 - x0, y1 - y0), points))
+    found.sort(key=lambda d: d[0][2] * d[0][3], reverse=True)
+    return found[:1] if largest_only else found
 
 
 class HaarDetector:
@@ -94,6 +117,10 @@ class HaarDetector:
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
+        return [box for box, _ in self.detect_points(frame)]
+
+    def detect_points(self, frame: np.ndarray) -> list[Detection]:
+        """Boxes, largest first, without key points (Haar finds none)."""
         cfg = self.cfg
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         small, scale = shrink(grey, cfg.detect_width)
@@ -106,7 +133,7 @@ class HaarDetector:
             minSize=(min_side, min_side),
         )
         rects = found if len(found) else []
-        return to_frame(rects, scale, pad, grey.shape, 8, cfg.largest_only)
+        return to_frame_points(rects, scale, pad, grey.shape, 8, cfg.largest_only)
 
 
 class YuNetDetector:
@@ -128,6 +155,10 @@ class YuNetDetector:
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
+        return [box for box, _ in self.detect_points(frame)]
+
+    def detect_points(self, frame: np.ndarray) -> list[Detection]:
+        """Boxes, largest first, each with its 5 key points in frame pixels."""
         cfg = self.cfg
         bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         small, scale = shrink(bgr, cfg.detect_width)
@@ -138,7 +169,7 @@ class YuNetDetector:
             self._size = size
         _, found = self._net.detect(small)
         rects = found if found is not None else []
-        return to_frame(rects, scale, pad, bgr.shape, min_size(cfg, 20), cfg.largest_only)
+        return to_frame_points(rects, scale, pad, bgr.shape, min_size(cfg, 20), cfg.largest_only)
 
 
 def yunet_path(models_directory: str = "") -> Path:

@@ -36,7 +36,8 @@ class Quality:
 class Face:
     """One face in one frame.
 
-    ``box`` is ``(x, y, w, h)`` in frame pixels. ``landmarks`` are FaceMesh's 468
+    ``box`` is ``(x, y, w, h)`` in frame pixels, ``points`` the detector's 5 key points
+    (eyes, nose tip, mouth corners; YuNet only, else ``None``). ``landmarks`` are FaceMesh's 468
     points in frame pixels (``None`` when FaceMesh was off or found nothing).
     ``crop`` is exactly what the embedder saw (aligned and masked when those steps
     ran), ``mask`` its face-oval mask (255 = face), ``embedding`` the L2-normalised
@@ -45,6 +46,7 @@ class Face:
 
     box: tuple[int, int, int, int]
     index: int = 0
+    points: np.ndarray | None = None  # the detector's 5 key points (YuNet), frame pixels
     landmarks: np.ndarray | None = None
     crop: np.ndarray | None = None
     mask: np.ndarray | None = None

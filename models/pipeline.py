@@ -15,7 +15,14 @@ from config.schema import PipelineConfig
 from models.detect import make_detector
 from models.embedders import OnnxEmbedder, get_embedder
 from models.face import Face, Quality
-from models.mesh import FaceMesher, alignment_matrix, oval_mask
+from models.files import models_dir
+from models.mesh import (
+    FaceMesher,
+    LandmarkMesher,
+    alignment_matrix,
+    landmark_model_path,
+    oval_mask,
+)
 
 
 def _ms(t0: float) -> float:
@@ -40,8 +47,11 @@ class FacePipeline:
     """Detect → FaceMesh (landmarks + oval mask) → align → embed, per ``PipelineConfig``.
 
     ``mesh`` blanks everything outside FaceMesh's face oval; ``align`` warps the face
-    so the eyes sit level at fixed positions. Either needs FaceMesh's landmarks; a face
-    FaceMesh cannot mesh is kept unaligned or dropped (``on_mesh_miss``).
+    so the eyes sit level at fixed positions. Either needs FaceMesh's landmarks
+    (``mesh_runtime``: the landmark model alone on a region from the detector's box and
+    eyes, or MediaPipe's whole graph); a face that cannot be meshed (the landmark
+    model's face score < 0.5, or FaceMesh finds no face) is kept unaligned or dropped
+    (``on_mesh_miss``).
     """
 
     def __init__(
@@ -52,9 +62,13 @@ class FacePipeline:
         self.embedder = embedder or get_embedder(
             self.cfg.model, self.cfg.models_dir, self.cfg.threads
         )
-        self.mesher = (
-            FaceMesher(self.cfg.mesh_margin) if (self.cfg.mesh or self.cfg.align) else None
-        )
+        self.mesher: FaceMesher | LandmarkMesher | None = None
+        if self.cfg.mesh or self.cfg.align:
+            if self.cfg.mesh_runtime == "mediapipe":
+                self.mesher = FaceMesher(self.cfg.mesh_margin)
+            else:
+                directory = models_dir(self.cfg.models_dir)
+                self.mesher = LandmarkMesher(str(landmark_model_path(directory)))
 
     @property
     def model_id(self) -> str:
@@ -63,12 +77,18 @@ class FacePipeline:
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces with boxes and quality only (no crops, no vectors)."""
         t0 = time.perf_counter()
-        boxes = self.detector.detect(frame)
+        found = self.detector.detect_points(frame)
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         detect_ms = _ms(t0)
         return [
-            Face(box=b, index=i, quality=Quality.measure(grey, b), stages={"detect_ms": detect_ms})
-            for i, b in enumerate(boxes)
+            Face(
+                box=b,
+                index=i,
+                points=p,
+                quality=Quality.measure(grey, b),
+                stages={"detect_ms": detect_ms},
+            )
+            for i, (b, p) in enumerate(found)
         ]
 
     def prepare(self, frame: np.ndarray, face: Face) -> bool:
@@ -77,7 +97,7 @@ class FacePipeline:
         landmarks = None
         if self.mesher is not None:
             t0 = time.perf_counter()
-            landmarks = self.mesher.landmarks(frame, face.box)
+            landmarks = self.mesher.landmarks(frame, face.box, face.points)
             face.stages["mesh_ms"] = _ms(t0)
             if landmarks is None and self.cfg.on_mesh_miss == "drop":
                 return False
