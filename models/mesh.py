@@ -1,7 +1,8 @@
 """MediaPipe Face Mesh on a face box: landmarks, face-oval mask, eye-level alignment.
 
-``LandmarkMesher`` (the default) runs only FaceMesh's landmark model on a region
-placed from the detector's box and eyes; ``FaceMesher`` runs MediaPipe's whole graph.
+``FaceMesher`` (the default) runs MediaPipe's whole graph; ``LandmarkMesher``
+(``mesh_runtime: landmarks``) runs only FaceMesh's landmark model, on a region placed
+from the detector's box and eyes.
 """
 
 from __future__ import annotations
