@@ -96,9 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where model files live (default: models/ or $FACEWIRE_MODELS_DIR)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="fetch and fix a ready-made model file (sface, yunet)")
+    prep = sub.add_parser(
+        "prepare", help="fetch and fix a ready-made model file (sface, yunet, face_landmark)"
+    )
     prep.add_argument(
-        "name", choices=["sface", "yunet", "all"], help="model to prepare (all: both)"
+        "name",
+        choices=["sface", "yunet", "face_landmark", "all"],
+        help="model to prepare (all: every one)",
     )
     prep.add_argument(
         "--wheel",
