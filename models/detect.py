@@ -58,19 +58,6 @@ def min_size(cfg: DetectorConfig, default: int) -> int:
     return default if cfg.min_size is None else cfg.min_size
 
 
-def to_frame(
-    rects: Iterable[Iterable[float]],
-    scale: float,
-    pad: int,
-    frame_shape: tuple[int, ...],
-    min_side: int,
-    largest_only: bool,
-) -> list[Box]:
-    """Detections on the shrunk, padded image → frame boxes, clipped, largest first."""
-    found = to_frame_points(rects, scale, pad, frame_shape, min_side, largest_only)
-    return [box for box, _ in found]
-
-
 def to_frame_points(
     rects: Iterable[Iterable[float]],
     scale: float,
@@ -79,8 +66,9 @@ def to_frame_points(
     min_side: int,
     largest_only: bool,
 ) -> list[Detection]:
-    """Like ``to_frame``, with each box's 5 key points in frame pixels when a detection
-    row carries them (YuNet: ``x, y, w, h``, then 5 × ``x, y``, then the score)."""
+    """Detections on the shrunk, padded image → frame boxes, clipped, largest first,
+    each with its 5 key points in frame pixels when a detection row carries them
+    (YuNet: ``x, y, w, h``, then 5 × ``x, y``, then the score)."""
     h, w = frame_shape[:2]
     found: list[Detection] = []
     for rect in rects:
