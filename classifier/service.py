@@ -1,11 +1,12 @@
 """The classifier service: embeddings in, names out, over the broker.
 
 Threads: paho's network thread decodes and checks each message (microseconds) and
-puts it on its node's queue; the search thread takes what is queued, round-robin
-across nodes, and searches it as one FAISS batch; the publish thread turns each
-searched batch into one result per message and sends them, in order per node. FAISS
-releases the GIL, so on two cores a batch is searched while the one before it is
-being published. A message that can't be used gets a reason on ``faces/<node>/error``.
+puts it on its node's queue; one worker takes what is queued, round-robin across
+nodes, searches it as one FAISS batch and sends one result per message, in order per
+node, in one socket write. (A second thread publishing one batch while the next is
+searched was slower: 15.2 / 16.4k against 17.8 / 19.3k embeddings/s at 10k × 128-d,
+alternating runs; handing batches over cost more than the overlap gained.) A message
+that can't be used gets a reason on ``faces/<node>/error``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -45,7 +45,7 @@ class Pending:
 
 @dataclass(slots=True)
 class Searched:
-    """A batch on its way from the search thread to the publish thread."""
+    """A searched batch, ready for its results."""
 
     batch: list[tuple[str, Pending]]
     index: GalleryIndex
@@ -67,9 +67,9 @@ class GalleryIndex:
 
 
 #: How long a Python thread may hold the GIL while another waits (CPython: 5 ms). The
-#: network, search and publish threads hand work to each other many times per ms; at
-#: 0.5 ms, 10k × 128-d went from 14.0 / 16.3k to 17.8 / 17.5k embeddings/s (alternating
-#: runs) and a thread coming back from FAISS waits less for the GIL.
+#: network thread and the worker hand work to each other many times per ms; at 0.5 ms,
+#: 10k × 128-d went from 14.0 / 16.3k to 17.8 / 17.5k embeddings/s (alternating runs)
+#: and a worker coming back from FAISS waits less for the GIL.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -107,7 +107,6 @@ class ClassifierService:
             cfg.broker, self.client_id, will=(topics.CLASSIFIER_STATUS, offline, 1, True)
         )
         self._threads: list[threading.Thread] = []
-        self._searched: queue.Queue[Searched] = queue.Queue(maxsize=2)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -136,16 +135,13 @@ class ClassifierService:
         return self
 
     def start_workers(self, stats: bool = True) -> None:
-        """Start the search and publish threads (and the statistics one).
+        """Start the worker thread (and the statistics one).
 
         Also shortens the interpreter's GIL switch interval (process-wide): the
         classifier process is these threads and paho's.
         """
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        targets = [
-            (self._search_loop, "classifier-search"),
-            (self._publish_loop, "classifier-publish"),
-        ]
+        targets = [(self._work, "classifier-worker")]
         if stats:
             targets.append((self._report, "classifier-stats"))
         for target, name in targets:
@@ -257,40 +253,18 @@ class ClassifierService:
         """
         faiss.omp_set_num_threads(max(1, self.cfg.search.threads))
 
-    def _search_loop(self) -> None:
+    def _work(self) -> None:
         self.prepare_worker_thread()
         while not self._stop.is_set():
             batch = self.queues.take(self.cfg.batch_max, timeout=0.25)
-            if not batch:
-                continue
-            try:
-                searched = self.search(batch)
-            except Exception:  # a bug must not stop the service; it is logged loudly
-                log.exception("searching a batch of %d failed", len(batch))
-                continue
-            # a full hand-off blocks here, so a backlog stays in the fair queues
-            while not self._stop.is_set():
+            if batch:
                 try:
-                    self._searched.put(searched, timeout=0.25)
-                    break
-                except queue.Full:
-                    continue
-
-    def _publish_loop(self) -> None:
-        # after stop, still publish what was searched (the hand-off holds ≤ 2 batches)
-        while not (self._stop.is_set() and self._searched.empty()):
-            try:
-                searched = self._searched.get(timeout=0.25)
-            except queue.Empty:
-                continue
-            try:
-                self.publish_results(searched)
-            except Exception:
-                log.exception("publishing %d results failed", len(searched.batch))
+                    self.classify(batch)
+                except Exception:  # a bug must not stop the service; it is logged loudly
+                    log.exception("classifying a batch of %d failed", len(batch))
 
     def classify(self, batch: list[tuple[str, Pending]]) -> None:
-        """Search ``batch`` in one FAISS call and publish a result per message, in order
-        (what the two worker threads do, on the calling thread)."""
+        """Search ``batch`` in one FAISS call and publish a result per message, in order."""
         self.publish_results(self.search(batch))
 
     def search(self, batch: list[tuple[str, Pending]]) -> Searched:

@@ -83,7 +83,7 @@ def test_classifier_bench(tmp_path: Path) -> None:
         assert r.keys() >= CLASSIFIER_KEYS
         assert r["messages"] > 0 and r["embeddings_per_s"] > 0
         assert r["dropped"] == 0 and r["rejected"] == 0
-        assert r["search_thread_us"] > 0 and r["publish_thread_us"] > 0
+        assert r["net_us"] > 0 and r["worker_us"] > 0
     assert rows[1]["mean_batch"] == 1.0
     # exact search up to 5k vectors, inverted lists beyond; the approximate index
     # finds the same nearest vector and gives the same name to every known face
