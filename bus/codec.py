@@ -232,8 +232,10 @@ def _text(raw: bytes, encoding: str) -> str:
     return text
 
 
-def decode(payload: bytes) -> EmbeddingMessage:
+def decode(payload: bytes, expected_dim: int | None = None) -> EmbeddingMessage:
     """Parse an embedding message; the vector comes back as float32.
+
+    ``expected_dim`` (e.g. the gallery's) makes any other vector size ``bad_dim``.
 
     Raises :class:`CodecError` with ``code`` one of: ``truncated`` (ends before the
     end of the metadata block), ``bad_magic``, ``bad_version``, ``bad_dtype``,
@@ -311,6 +313,10 @@ def decode(payload: bytes) -> EmbeddingMessage:
             f"dim {dim} needs {expected} vector bytes, payload has {n - end}",
             node=node,
             seq=seq,
+        )
+    if expected_dim is not None and dim != expected_dim:
+        raise CodecError(
+            "bad_dim", f"vector has {dim} dimensions, expected {expected_dim}", node=node, seq=seq
         )
     vec = np.frombuffer(payload, dtype=dt, count=dim, offset=end).astype(np.float32)
     if not np.isfinite(vec).all():

@@ -28,7 +28,7 @@ from bus import codec, topics
 from bus.client import BusClient, Message
 from classifier.queues import FairQueues
 from classifier.results import ResultEncoder
-from classifier.search import BatchMatch, Matcher, describe
+from classifier.search import Matcher, describe
 from classifier.thresholds import LiveThresholds
 from config.schema import ClassifierConfig
 
@@ -41,17 +41,6 @@ class Pending:
 
     msg: codec.EmbeddingMessage
     received: float  # perf_counter on arrival
-
-
-@dataclass(slots=True)
-class Searched:
-    """A searched batch, ready for its results."""
-
-    batch: list[tuple[str, Pending]]
-    index: GalleryIndex
-    found: BatchMatch
-    started: float  # perf_counter when the search began (end of each queue wait)
-    search_ms: float
 
 
 @dataclass
@@ -178,16 +167,7 @@ class ClassifierService:
         received = time.perf_counter()
         node = topics.node_of(m.topic)
         try:
-            msg = codec.decode(m.payload)
-            # decode has checked the vector is finite; only the size is the gallery's
-            if msg.vector.shape[0] != self.index.matcher.dim:
-                raise codec.CodecError(
-                    "bad_dim",
-                    f"vector has {msg.vector.shape[0]} dimensions, "
-                    f"expected {self.index.matcher.dim}",
-                    node=msg.node,
-                    seq=msg.seq,
-                )
+            msg = codec.decode(m.payload, self.index.matcher.dim)
             if msg.node != node:
                 raise codec.CodecError(
                     "bad_metadata",
@@ -264,24 +244,14 @@ class ClassifierService:
                     log.exception("classifying a batch of %d failed", len(batch))
 
     def classify(self, batch: list[tuple[str, Pending]]) -> None:
-        """Search ``batch`` in one FAISS call and publish a result per message, in order."""
-        self.publish_results(self.search(batch))
-
-    def search(self, batch: list[tuple[str, Pending]]) -> Searched:
-        """Search ``batch`` in one FAISS call."""
+        """Search ``batch`` in one FAISS call and publish a result per message, in order,
+        in one socket write."""
         started = time.perf_counter()
         index = self.index  # one consistent gallery for the whole batch
-        queries = np.stack([p.msg.vector for _, p in batch])
-        found = index.matcher.match(queries)
-        search_ms = (time.perf_counter() - started) * 1000.0
-        self._search_ms.append(search_ms)
-        return Searched(batch, index, found, started, search_ms)
-
-    def publish_results(self, searched: Searched) -> None:
-        """One result per message of a searched batch, sent in one write, in order."""
+        found = index.matcher.match(np.stack([p.msg.vector for _, p in batch]))
         begun = time.perf_counter()
-        batch, index, found = searched.batch, searched.index, searched.found
-        started, search_ms = searched.started, searched.search_ms
+        search_ms = (begun - started) * 1000.0
+        self._search_ms.append(search_ms)
         encoder = self._encoder_for(index)
         scores = found.scores.tolist()
         self.live.extend(scores)

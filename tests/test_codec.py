@@ -165,6 +165,15 @@ def test_bad_dim_in_header() -> None:
     assert code_of(payload[:3] + b"\x02" + payload[4:]) == "bad_dim"
 
 
+def test_expected_dim_other_than_the_vectors_is_bad_dim() -> None:
+    payload = encode(make_msg(dim=128))
+    assert decode(payload, expected_dim=128).dim == 128
+    with pytest.raises(CodecError) as info:
+        decode(payload, expected_dim=512)
+    assert info.value.code == "bad_dim" and info.value.seq == 4_000_000_000
+    assert "128 dimensions, expected 512" in info.value.message
+
+
 def _with_vector_bytes(payload: bytes, index: int, raw: bytes) -> bytes:
     meta_end = HEADER + struct.unpack_from("<H", payload, 6)[0]
     at = meta_end + index * len(raw)
