@@ -139,10 +139,42 @@ def test_files_and_sidecars(clip_dir):
     assert q["op_types"] == ["MatMul", "Gemm"]
     fp32_ops = [n.op_type for n in onnx.load(str(fp32), load_external_data=False).graph.node]
     ops = [n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node]
-    # the patch embedding is a MatMul (checked against PyTorch in the tests below), so
-    # it is quantised too: 12 blocks × (q, k, v, out, fc1, fc2) + patches + projection
+    # the lean tower (checked against PyTorch in the tests below): the patch embedding
+    # is a MatMul, so it is quantised too; 11 blocks × (qkv, out, fc1, fc2), the last
+    # block × (class-token q, kv, out, fc1, fc2), patches, projection
     assert "Conv" not in fp32_ops and "Conv" not in ops and "ConvInteger" not in ops
-    assert ops.count("MatMulInteger") == 12 * 6 + 2
+    assert ops.count("MatMulInteger") == 11 * 4 + 5 + 2
+    assert "Shape" not in fp32_ops  # constant reshapes: no shape arithmetic at run time
+
+
+@pytest.mark.parametrize("layers,heads,batch", [(1, 2, 1), (3, 4, 3)])
+def test_lean_tower_computes_what_transformers_computes(layers, heads, batch):
+    """Fused QKV, folded scale, class-token-only last block: the same numbers as the
+    transformers model, for any depth and head count (the export checks ViT-B/32)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from models.clip_tower import LeanImageTower
+
+    torch.manual_seed(layers)
+    config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        projection_dim=24,
+    )
+    hf = CLIPVisionModelWithProjection(config).eval()
+    pixels = torch.from_numpy(probe_batch(batch))
+    with torch.no_grad():
+        ref = hf(pixel_values=pixels).image_embeds
+        out = LeanImageTower(hf).eval()(pixels)
+    assert out.shape == ref.shape == (batch, 24)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4), float((out - ref).abs().max())
+
+
+def probe_batch(count: int) -> np.ndarray:
+    return clip_preprocess(face_photos(DATASET / "probes", count))
 
 
 def test_fp32_matches_pytorch_on_face_photos(clip_dir, torch_model, probe_pixels):
