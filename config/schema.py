@@ -102,14 +102,13 @@ class PipelineConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     mesh: bool = True  # FaceMesh face-oval mask: blank the background inside the box
     align: bool = True  # FaceMesh eyes/nose/mouth → similarity warp onto a fixed template
-    # How the 468 landmarks are found. "mediapipe": MediaPipe's whole FaceMesh graph,
-    # which finds the face again on the crop first (~5–13 ms per face); "landmarks":
-    # MediaPipe's face landmark model alone (face_landmark.onnx, `facewire models
-    # prepare face_landmark`) on a region placed from the detector's box and eyes,
-    # ~2.8 × faster in the pipeline, but one more probe missed on the sample and on
-    # the dev set (rank-1 100 → 98.9 %, 99.4 → 98.9 %): opt in where latency matters
-    # most. Edge and classifier must use the same.
-    mesh_runtime: Literal["landmarks", "mediapipe"] = "mediapipe"
+    # How the 468 landmarks are found. "landmarks" (default): MediaPipe's face landmark
+    # model alone (face_landmark.onnx, `facewire models prepare face_landmark`) on a
+    # region placed from the detector's box and eyes, ~2.4 ms per face; "mediapipe":
+    # MediaPipe's whole FaceMesh graph, which finds the face again on the crop first
+    # (~5–14 ms per face). Same names on both accuracy sets (docs/benchmarks.md);
+    # 3–4 ms less per face. Edge and classifier must use the same.
+    mesh_runtime: Literal["landmarks", "mediapipe"] = "landmarks"
     mesh_margin: float = 0.35  # mediapipe only: box grown by this fraction per side
     # A face FaceMesh cannot mesh: "fallback" keeps it as an unaligned, unmasked crop,
     # "drop" discards it (fewer answers, fewer wrong ones).

@@ -9,7 +9,7 @@ import pytest
 from bench.frames import compose_frame
 from config.schema import PipelineConfig
 from models import FacePipeline
-from models.mesh import five_points
+from models.mesh import FaceMesher, LandmarkMesher, five_points
 from tests.conftest import DATASET
 
 PROBES = DATASET / "probes"
@@ -272,15 +272,17 @@ def test_landmark_model_says_no_face_where_there_is_none(pipeline):
 
 
 def test_both_mesh_runtimes_embed_alike(pipeline):
-    """``mesh_runtime: landmarks`` (the landmark model alone) gives nearly the same
-    aligned, masked face as the default, MediaPipe's whole FaceMesh graph."""
-    assert PipelineConfig().mesh_runtime == "mediapipe"
-    landmarks = FacePipeline(PipelineConfig(mesh_runtime="landmarks"))
+    """The default ``mesh_runtime: landmarks`` (the landmark model alone) gives nearly
+    the same aligned, masked face as MediaPipe's whole FaceMesh graph."""
+    assert PipelineConfig().mesh_runtime == "landmarks"
+    assert isinstance(pipeline.mesher, LandmarkMesher)
+    graph = FacePipeline(PipelineConfig(mesh_runtime="mediapipe"))
     try:
+        assert isinstance(graph.mesher, FaceMesher)
         for photo in (FRONTAL, PROBES / "ORL_s05" / "ORL_s05_0009.jpg"):
-            a = faces_of(landmarks, photo)[0]
-            b = faces_of(pipeline, photo)[0]
+            a = faces_of(pipeline, photo)[0]
+            b = faces_of(graph, photo)[0]
             assert a.aligned and b.aligned and a.points is not None
             assert float(a.embedding @ b.embedding) > 0.85  # measured 0.89, 0.9+
     finally:
-        landmarks.close()
+        graph.close()
