@@ -106,24 +106,6 @@ def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float],
     }, len(kept)
 
 
-def reload_session(embedder: Any, threads: int, spinning: str) -> None:
-    """What-if: reload the embedder's ONNX session with other thread settings.
-
-    ONNX Runtime's intra-op threads can sleep between ops (``off``, the default), spin
-    during a run only (``run``) or also for a while after it (``on``); on a 2-core
-    device spinning threads compete with the detector and FaceMesh that run next.
-    """
-    import onnxruntime as ort
-
-    from models.embedders import session_options
-
-    embedder.session = ort.InferenceSession(
-        str(embedder.path),
-        sess_options=session_options(threads, spinning),
-        providers=["CPUExecutionProvider"],
-    )
-
-
 def bench_model(
     model: str,
     url: str,
@@ -153,12 +135,11 @@ def bench_model(
             "pipeline.threads": threads,
             "pipeline.detector.pad": pad,
             "pipeline.mesh_runtime": mesh_runtime,
+            "pipeline.ort_spinning": spinning,
         },
         env={},
     )
     node = EdgeNode(cfg).start()
-    if spinning is not None:
-        reload_session(node.pipeline.embedder, cfg.pipeline.threads, spinning)
     rows = []
     try:
         for n_faces, jpeg in jpegs.items():
@@ -180,7 +161,7 @@ def bench_model(
                 "pad": cfg.pipeline.detector.pad,
                 "faces": n_faces,
                 "found": int(np.median(found)),
-                "ort_spinning": spinning or "off",
+                "ort_spinning": cfg.pipeline.ort_spinning,
                 "threads": cfg.pipeline.threads,
                 "repeats": repeats,
             }
@@ -214,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ort-spinning",
         choices=["off", "run", "on"],
         default=None,
-        help="what-if: ONNX Runtime's worker threads sleep between ops (off, the default), "
-        "spin during a run only (run), or also after it (on, ONNX Runtime's own default)",
+        help="what-if: ONNX Runtime's worker threads spin during a run only (run, the "
+        "config's default), sleep between ops (off), or also spin after a run (on, "
+        "ONNX Runtime's own default)",
     )
     p.add_argument(
         "--ort-no-spin",

@@ -60,7 +60,7 @@ class FacePipeline:
         self.cfg = cfg or PipelineConfig()
         self.detector = make_detector(self.cfg.detector, self.cfg.models_dir)
         self.embedder = embedder or get_embedder(
-            self.cfg.model, self.cfg.models_dir, self.cfg.threads
+            self.cfg.model, self.cfg.models_dir, self.cfg.threads, self.cfg.ort_spinning
         )
         self.mesher: FaceMesher | LandmarkMesher | None = None
         if self.cfg.mesh or self.cfg.align:

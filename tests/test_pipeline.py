@@ -286,3 +286,26 @@ def test_both_mesh_runtimes_embed_alike(pipeline):
             assert float(a.embedding @ b.embedding) > 0.85  # measured 0.89, 0.9+
     finally:
         graph.close()
+
+
+@pytest.mark.parametrize(
+    "spinning,allow,stop", [("run", "1", "1"), ("off", "0", None), ("on", "1", None)]
+)
+def test_embedder_threads_spin_as_configured(spinning, allow, stop):
+    """``pipeline.ort_spinning`` reaches the embedder's ONNX Runtime session (default
+    ``run``: spin during a run, sleep after it)."""
+    cfg = PipelineConfig(ort_spinning=spinning, mesh=False, align=False)
+    p = FacePipeline(cfg)
+    try:
+        opts = p.embedder.session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        if stop is None:
+            with pytest.raises(Exception):  # the entry is only set for "run"
+                opts.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert opts.get_session_config_entry("session.force_spinning_stop") == stop
+        face = faces_of(p, FRONTAL)[0]
+        assert face.embedding is not None and abs(float(face.embedding @ face.embedding) - 1) < 1e-3
+    finally:
+        p.close()
+    assert PipelineConfig().ort_spinning == "run"
