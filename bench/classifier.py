@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sizes", default="1000,10000,100000", help="gallery sizes (comma list)")
     p.add_argument("--dims", default="512,128", help="vector sizes (CLIP 512, SFace 128)")
-    p.add_argument("--batch", default="32,1", help="batch_max values (1 = no micro-batching)")
+    p.add_argument("--batch", default="64,1", help="batch_max values (1 = no micro-batching)")
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     p.add_argument(
         "--index",

@@ -114,7 +114,7 @@ def serve(argv: list[str]) -> int:
     p.add_argument("--broker", required=True)
     p.add_argument("--synthetic", type=int, required=True)
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--batch-max", type=int, default=32)
+    p.add_argument("--batch-max", type=int, default=64)
     p.add_argument("--client-id", default="bench-classifier")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=512, help="--synthetic vector size (default 512)")
     p.add_argument("--model", default="sface", help="embedder of the dataset gallery")
     p.add_argument(
-        "--batch-max", type=int, default=32, help="classifier micro-batch (1 = off; default 32)"
+        "--batch-max", type=int, default=64, help="classifier micro-batch (1 = off; default 64)"
     )
     p.add_argument(
         "--inprocess",

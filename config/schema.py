@@ -168,7 +168,10 @@ class ClassifierConfig:
     dataset: str = "dataset/gallery"
     group: str = ""  # MQTT v5 shared-subscription group; empty = plain subscription
     queue_size: int = 64  # per node; a full queue drops its oldest message
-    batch_max: int = 32  # messages searched in one FAISS call
+    # Most queued messages searched in one FAISS call. Only a backlog fills a batch, so
+    # this trades nothing at normal rates; saturated, 64 took ~10 % more per second
+    # than 32 (10k gallery, alternating runs).
+    batch_max: int = 64
     stats_interval_s: float = 2.0
     stats_window: int = 1000  # recent queries kept for the live threshold statistics
     cache_dir: str = ""  # empty: <dataset>/.facewire-cache

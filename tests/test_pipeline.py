@@ -300,7 +300,7 @@ def test_embedder_threads_spin_as_configured(spinning, allow, stop):
         opts = p.embedder.session.get_session_options()
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == allow
         if stop is None:
-            with pytest.raises(Exception):  # the entry is only set for "run"
+            with pytest.raises(RuntimeError):  # the entry is only set for "run"
                 opts.get_session_config_entry("session.force_spinning_stop")
         else:
             assert opts.get_session_config_entry("session.force_spinning_stop") == stop
