@@ -9,8 +9,8 @@ but traces to an ONNX graph that ONNX Runtime runs faster, mostly in int8:
 - Q, K and V are one ``MatMul`` (768 → 2304) instead of three, and the 1/√64 scale is
   folded into the Q weights (a power of two: exact);
 - reshapes use constant shapes (``-1`` for the batch), so the graph has no
-  ``Shape``/``Gather``/``Concat`` chains, and attention needs two ``Transpose``\\ s per
-  block instead of four;
+  ``Shape``/``Gather``/``Concat`` chains (ONNX Runtime runs 274 nodes per int8 call
+  instead of 409);
 - the last block runs its query, output projection and MLP for the class token only:
   the pooled output reads nothing else (keys and values still see every token).
 
