@@ -1,7 +1,8 @@
 """``facewire bench <name> [options]`` (or ``python -m bench``): run one benchmark, or all.
 
 Each bench prints a table (``--json``: one JSON object per line) and writes
-``bench/results/<name>.json``. ``all`` runs every bench with quick settings.
+``bench/results/<name>.json``. ``all`` runs every bench with quick settings; ``plot``
+draws e2e / edge results as a picture.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def usage() -> str:
     lines = ["usage: facewire bench <name> [options]   (facewire bench <name> --help)", ""]
     lines += [f"  {n:<{width}}  {text}" for n, (_, text) in BENCHES.items()]
     lines.append(f"  {'all':<{width}}  every bench above with quick settings ([--json])")
+    lines.append(f"  {'plot':<{width}}  draw e2e / edge results as stacked bars per stage (SVG)")
     return "\n".join(lines)
 
 
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "plot":  # not a bench: draws what e2e / edge wrote
+        from bench.plot import main as plot
+
+        return plot(rest)
     if name == "all":
         extra = [a for a in rest if a == "--json"]
         failed = []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,47 @@ def test_edge_bench_sface(tmp_path: Path) -> None:
         for stage in EDGE_STAGES:
             assert r[f"{stage}_p50_ms"] is not None and r[f"{stage}_p99_ms"] is not None
         assert r["total_p50_ms"] >= r["embed_p50_ms"]
+
+    # the picture of these rows: one bar per row, a segment per stage, the total at the end
+    out = tmp_path / "edge.svg"
+    plot = [sys.executable, "-m", "bench", "plot", str(tmp_path / "edge.json")]
+    done = subprocess.run(
+        [*plot, "--label", "now", "--target", "30", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    picture = ET.parse(out).getroot()  # well-formed SVG
+    titles = [t.text or "" for t in picture.iter("{http://www.w3.org/2000/svg}title")]
+    assert sum(t.startswith("embed ") for t in titles) == 2
+    texts = [t.text or "" for t in picture.iter("{http://www.w3.org/2000/svg}text")]
+    for r in rows:
+        assert f"p50 {r['total_p50_ms']:.1f}" in texts
+    assert "now: sface, 1 face, landmarks" in texts and "target 30 ms" in texts
+
+
+def test_bench_plot_refuses_what_it_cannot_draw(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "bench", "plot"]
+    other = tmp_path / "classifier.json"
+    other.write_text(json.dumps({"bench": "classifier", "rows": [{"bench": "classifier"}]}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"bench": "e2e", "rows": [')
+    cases = [
+        ([str(other)], "this draws e2e, edge"),
+        ([str(broken)], "neither a bench result document nor JSON lines"),
+        ([str(tmp_path / "missing.json")], "missing.json"),
+        ([str(other), "--label", "a", "--label", "b"], "2 --label for 1 files"),
+    ]
+    for args, message in cases:
+        done = subprocess.run(
+            [*run, *args, "--out", str(tmp_path / "x.svg")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "x.svg").exists()
 
 
 def test_bench_dispatcher() -> None:
