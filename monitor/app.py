@@ -21,6 +21,9 @@ __all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: /nodes: how far back the per-result latency points go (seconds). The log survives a
+#: restart; points from an earlier run would stretch the "seconds ago" axis over hours.
+LATENCY_WINDOW_S = 900
 NO_THRESHOLDS = (
     "no message on faces/stats/thresholds yet: the classifier publishes it (retained) "
     "every stats_interval_s once it is running"
@@ -181,12 +184,15 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
 
     @app.get("/nodes")
     def nodes_json() -> Response:
+        """Nodes, the classifier and, per node, ``result_latency``: [received_at, ms] of
+        the logged results of the last ``window_s`` seconds (default 900)."""
         now = time.time()
+        window_s = _int_arg("window_s", LATENCY_WINDOW_S, minimum=1) or LATENCY_WINDOW_S
         nodes = {n["node"]: n for n in state.nodes(now)}
         results: dict[str, list[list[float]]] = {}
         for row in store.window():
             results.setdefault(row["node"], [])
-            if row["latency_ms"] is not None:
+            if row["latency_ms"] is not None and row["received_at"] >= now - window_s:
                 results[row["node"]].append([row["received_at"], row["latency_ms"]])
             if row["node"] not in nodes:  # known only from the log (e.g. after a restart)
                 nodes[row["node"]] = {
@@ -206,6 +212,7 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
                     entry["age_s"] = round(now - rows[-1]["received_at"], 3)
         return jsonify(
             now=now,
+            window_s=window_s,
             nodes=[nodes[k] for k in sorted(nodes)],
             classifier=state.classifier(),
             broker={"address": state.broker_address, "connected": bool(state.broker_connected())},

@@ -398,6 +398,22 @@ def test_retained_messages_are_picked_up_at_start(mosquitto: Mosquitto, tmp_path
         stop_monitor(m)
 
 
+def test_latency_points_are_the_recent_ones(monitor: Monitor) -> None:
+    """The log outlives a restart, but the latency plot shows the last 15 minutes:
+    results from an earlier run must not stretch its "seconds ago" axis over hours."""
+    now = time.time()
+    for seq, age_s in ((1, 7200.0), (2, 3000.0), (3, 5.0)):
+        monitor.store.add(result_payload("porch", "alice", 0.9, seq), received_at=now - age_s)
+    node = {n["node"]: n for n in monitor.json("/nodes")["nodes"]}["porch"]
+    assert [round(now - t) for t, _ in node["result_latency"]] == [5]
+    wider = monitor.json("/nodes?window_s=3600")
+    assert wider["window_s"] == 3600
+    porch = {n["node"]: n for n in wider["nodes"]}["porch"]
+    assert [round(now - t) for t, _ in porch["result_latency"]] == [3000, 5]
+    bad = monitor.http.get("/nodes?window_s=soon")
+    assert bad.status_code == 400 and "window_s" in bad.get_json()["error"]
+
+
 def test_a_restart_keeps_the_log(mosquitto: Mosquitto, tmp_path: Path) -> None:
     db = tmp_path / "keep.sqlite3"
     m = start_monitor(mosquitto.url, db, window=3)

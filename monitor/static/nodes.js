@@ -88,7 +88,8 @@
       const res = n.result_latency || [];
       const ago = (t) => t - now;
       FW.chart(holder.plot, {
-        height: 220, xLabel: "seconds ago", yLabel: "ms",
+        height: 220, yLabel: "ms",
+        xLabel: data.window_s ? `seconds ago (results of the last ${Math.round(data.window_s / 60)} min)` : "seconds ago",
         xFormat: (v) => String(Math.round(-v)),
         series: [
           { label: "detection pipeline", color: "#7f8c9a", kind: "dots", points: res.map((p) => [ago(p[0]), p[1]]) },
