@@ -37,10 +37,13 @@ YUNET_FILE = "yunet.onnx"
 LANDMARK_MEMBER = "modules/face_landmark/face_landmark.tflite"
 LANDMARK_FILE = "face_landmark.onnx"
 TFLITE_WHEEL = "tflite==2.18.0"
+# the one wheel file of that release (py2.py3-none-any): code we import must be this code
+TFLITE_WHEEL_SHA256 = "a49a4316530377c597bb272176c12d5d3c4453640118b068c93a8c3cc6c5c2c1"
 
 
-def fetch_wheel(requirement: str, into: Path) -> Path:
-    """Download one wheel (no dependencies) from the package index with pip."""
+def fetch_wheel(requirement: str, into: Path, sha256_hex: str | None = None) -> Path:
+    """Download one wheel (no dependencies) from the package index with pip; with
+    ``sha256_hex``, refuse a file whose hash differs (a changed or tampered upload)."""
     cmd = [
         sys.executable,
         "-m",
@@ -58,6 +61,12 @@ def fetch_wheel(requirement: str, into: Path) -> Path:
         raise RuntimeError(
             f"could not download {requirement} with pip: {done.stderr.strip()[-500:]}"
         )
+    if sha256_hex is not None:
+        got = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if got != sha256_hex:
+            raise RuntimeError(
+                f"{wheels[0].name} has sha256 {got}, expected {sha256_hex}: not using it"
+            )
     return wheels[0]
 
 
@@ -364,7 +373,7 @@ def prepare_face_landmark(
     raw = source.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         log.info("downloading %s from the package index", TFLITE_WHEEL)
-        reader = fetch_wheel(TFLITE_WHEEL, Path(tmp))
+        reader = fetch_wheel(TFLITE_WHEEL, Path(tmp), TFLITE_WHEEL_SHA256)
         sys.path.insert(0, str(reader))  # a pure-Python wheel imports from the zip
         try:
             import tflite
@@ -380,6 +389,7 @@ def prepare_face_landmark(
         "name": "face_landmark",
         "source": f"mediapipe {mediapipe.__version__} ({LANDMARK_MEMBER}), Apache-2.0",
         "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "reader": f"{TFLITE_WHEEL} (wheel sha256 {TFLITE_WHEEL_SHA256})",
         "input_size": 192,
         "preprocess": "192x192 RGB, NHWC, float 0..1",
         "outputs": "landmarks 1x1404 (x,y,z in input pixels), face_flag 1x1 (logit)",

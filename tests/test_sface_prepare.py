@@ -37,3 +37,28 @@ def test_missing_model_says_how_to_make_it(tmp_path):
         get_embedder("clip-vit-b32", str(tmp_path))
     with pytest.raises(ModelFileMissing, match="facewire models prepare sface"):
         get_embedder("sface", str(tmp_path))
+
+
+def test_face_landmark_conversion_reads_tflite_with_a_checked_wheel(tmp_path):
+    """``prepare face_landmark`` reads mediapipe's .tflite file with the ``tflite``
+    wheel it downloads, and only with the wheel file whose hash it knows."""
+    import pytest
+
+    from models.mesh import LANDMARK_INPUT
+    from models.prepare import (
+        TFLITE_WHEEL,
+        TFLITE_WHEEL_SHA256,
+        fetch_wheel,
+        prepare_face_landmark,
+    )
+
+    with pytest.raises(RuntimeError, match="sha256"):
+        fetch_wheel(TFLITE_WHEEL, tmp_path / "wrong", "0" * 64)
+    path = prepare_face_landmark(tmp_path)
+    info = read_sidecar(path)
+    assert TFLITE_WHEEL_SHA256 in info["reader"] and info["sha256"] == sha256(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    grey = np.full((1, LANDMARK_INPUT, LANDMARK_INPUT, 3), 0.5, np.float32)
+    landmarks, face_flag = session.run(None, {"input": grey})
+    assert landmarks.size == 468 * 3 and face_flag.size == 1
+    assert face_flag.reshape(-1)[0] < 0  # a grey square is no face (logit below 0)
