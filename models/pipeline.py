@@ -43,6 +43,26 @@ def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) ->
     )
 
 
+def crop_tag(cfg: PipelineConfig) -> str:
+    """How the crop is made, as far as it changes the vector: the landmark runtime
+    (``lm`` the landmark model alone, ``mp`` MediaPipe's graph), ``-nomask`` /
+    ``-noalign`` when those are off, or ``box`` for the plain box crop.
+
+    >>> crop_tag(PipelineConfig()), crop_tag(PipelineConfig(mesh_runtime="mediapipe"))
+    ('lm', 'mp')
+    >>> crop_tag(PipelineConfig(mesh=False)), crop_tag(PipelineConfig(mesh=False, align=False))
+    ('lm-nomask', 'box')
+    """
+    if not (cfg.mesh or cfg.align):
+        return "box"
+    tag = "lm" if cfg.mesh_runtime == "landmarks" else "mp"
+    if not cfg.mesh:
+        tag += "-nomask"
+    if not cfg.align:
+        tag += "-noalign"
+    return tag
+
+
 class FacePipeline:
     """Detect → FaceMesh (landmarks + oval mask) → align → embed, per ``PipelineConfig``.
 
@@ -72,7 +92,12 @@ class FacePipeline:
 
     @property
     def model_id(self) -> str:
-        return self.embedder.model_id
+        """The embedder's id (name + weights hash) and ``crop_tag``, e.g.
+        ``sface-338578e8+lm``: what a vector is comparable with. The same weights on
+        crops made another way give vectors ~0.1 of cosine apart, so an edge and a
+        classifier that disagree on the crop get a ``wrong_model`` error, not
+        quietly worse answers."""
+        return f"{self.embedder.model_id}+{crop_tag(self.cfg)}"
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces with boxes and quality only (no crops, no vectors)."""
@@ -141,7 +166,7 @@ class FacePipeline:
         vectors = self.embedder.embed([f.crop for f in faces if f.crop is not None])
         for face, vec in zip(faces, vectors, strict=True):
             face.embedding = vec
-            face.model_id = self.embedder.model_id
+            face.model_id = self.model_id
             face.stages["embed_ms"] = self.embedder.last_ms
 
     def close(self) -> None:

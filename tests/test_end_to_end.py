@@ -219,6 +219,44 @@ def test_malformed_payloads_get_errors_and_good_ones_still_answered(mosquitto, c
     client.close()
 
 
+def test_an_edge_that_crops_otherwise_is_told_so(mosquitto, classifier):
+    """Same weights, crops made by MediaPipe's graph instead of the landmark model: the
+    vectors are not comparable with the gallery's, and the classifier says so instead of
+    answering worse; the edge's own settings put right, it is answered."""
+    errors: list[dict] = []
+    watcher = BusClient(config.schema.BrokerConfig(url=mosquitto.url), "watcher")
+    watcher.subscribe("faces/porch/error", lambda m: errors.append(json.loads(m.payload)))
+    watcher.connect()
+    assert classifier.index.model_id.endswith("+lm")
+    photo = DATASET / "probes" / "ORL_s04"
+    cfg = config.load(
+        EdgeConfig,
+        overrides={
+            "node": "porch",
+            "broker.url": mosquitto.url,
+            "dedup_distance": 0,
+            "pipeline.mesh_runtime": "mediapipe",
+        },
+        env={},
+    )
+    node = EdgeNode(cfg).start()
+    try:
+        assert node.pipeline.model_id.endswith("+mp")
+        node.process(next(open_source(str(photo), fps=0)))
+        (error,) = wait_for(lambda: errors, 10, "a wrong_model error")
+        assert error["reason"] == "wrong_model"
+        assert "+mp" in error["detail"] and classifier.index.model_id in error["detail"]
+    finally:
+        node.close(drain_s=0.5)
+    right = edge_node(mosquitto, "porch")
+    try:
+        truth, results = replay(right, photo)
+        assert {r["name"] for r in results.values()} == {"ORL_s04"} and len(errors) == 1
+    finally:
+        right.close(drain_s=0.5)
+        watcher.close()
+
+
 def test_a_flooding_node_does_not_delay_another(mosquitto):
     """Node 'flood' sends 10× the rate of node 'calm' at a deliberately slow classifier."""
     import numpy as np
