@@ -67,41 +67,20 @@ SWEEP_COLUMNS = [
 # -- the crops ---------------------------------------------------------------------------
 
 
-@dataclass
-class _SizeOnly:
-    """Stands in for an embedder so FacePipeline makes crops of ``input_size``."""
-
-    input_size: int
-    model_id: str = "crops-only"
-    dim: int = 0
-    last_ms: float = 0.0
-
-
 def face_crops(folder: Path, size: int, count: int, detect: bool = True) -> list[np.ndarray]:
-    """Up to ``count`` crops as the edge makes them (detect → mesh → align), one per photo."""
+    """Up to ``count`` crops as the edge makes them (detect → mesh → align), one per
+    photo; or, without ``detect``, the photos resized."""
     import cv2
 
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    files = files[:: max(1, len(files) // (count * 2))]  # spread over the people
-    if not detect:
-        images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[:count]]
-        return [cv2.resize(i, (size, size)) for i in images if i is not None]
-    from config.schema import PipelineConfig
-    from models.pipeline import FacePipeline
+    from models.pipeline import IMAGE_SUFFIXES
+    from models.pipeline import face_crops as edge_crops
 
-    pipeline = FacePipeline(PipelineConfig(), embedder=_SizeOnly(size))  # type: ignore[arg-type]
-    crops: list[np.ndarray] = []
-    try:
-        for f in files:
-            frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            faces = [] if frame is None else pipeline.detect(frame)
-            if faces and pipeline.prepare(frame, faces[0]) and faces[0].crop is not None:
-                crops.append(faces[0].crop)
-            if len(crops) == count:
-                break
-    finally:
-        pipeline.close()
-    return crops
+    if detect:
+        return edge_crops(folder, size, count)
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = files[:: max(1, len(files) // (count * 2))]
+    images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[:count]]
+    return [cv2.resize(i, (size, size)) for i in images if i is not None]
 
 
 # -- the CLIP files and the PyTorch model -------------------------------------------------

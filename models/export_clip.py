@@ -22,9 +22,10 @@ What it does:
    graph ONNX Runtime ran no faster; both agreed with PyTorch to ~2e-6.
    Input ``pixel_values`` (N×3×224×224, N dynamic), output ``image_embeds`` (N×512,
    not normalised; the embedder L2-normalises).
-3. Checks ONNX against the transformers model itself on real face photos
-   preprocessed by ``models.embedders.clip_preprocess`` (max abs difference, cosine;
-   batch 1 vs batch N), and fails if fp32 cosine < 0.9999.
+3. Checks ONNX against the transformers model itself on real faces cropped as the
+   edge crops them (detect → mesh → align; the photos themselves where the detector
+   or landmark files are missing), preprocessed by ``models.embedders.clip_preprocess``
+   (max abs difference, cosine; batch 1 vs batch N), and fails if fp32 cosine < 0.9999.
 4. Quantises dynamically to int8 (``onnxruntime.quantization.quantize_dynamic``):
    weights int8 per output channel, activations uint8 quantised at run time.
    Only ``MatMul``/``Gemm`` with constant weights: the patch embedding and the 12
@@ -303,9 +304,22 @@ def quantize_int8(
 
 
 def check_images(folder: Path | None, count: int = 8) -> tuple[list[np.ndarray], str]:
-    """``count`` BGR photos spread over ``folder`` (one per person first), or noise if none."""
+    """``count`` face crops as the edge makes them (detect → mesh → align) from photos
+    spread over ``folder``: the inputs the files will see. Where the detector or
+    landmark files are missing, the photos themselves (one per person first); noise if
+    there are no photos."""
     import cv2
 
+    if folder is not None and folder.is_dir():
+        try:
+            from models.pipeline import face_crops
+
+            edge = face_crops(folder, INPUT_SIZE, count)
+        except (OSError, RuntimeError, ValueError, cv2.error) as exc:
+            log.info("checking on photos, not edge crops: %s", exc)
+            edge = []
+        if len(edge) == count:
+            return edge, f"{count} face crops (detect → mesh → align) from {folder.name}/"
     files: list[Path] = []
     if folder is not None and folder.is_dir():
         people = sorted(p for p in folder.iterdir() if p.is_dir()) or [folder]

@@ -7,6 +7,8 @@ sides detect, mesh, align and embed the same way.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -172,3 +174,39 @@ class FacePipeline:
     def close(self) -> None:
         if self.mesher is not None:
             self.mesher.close()
+
+
+@dataclass
+class CropsOnly:
+    """Stands in for an embedder where only crops are wanted: ``FacePipeline`` makes
+    crops of ``input_size`` and ``prepare`` never calls an embedder."""
+
+    input_size: int
+    model_id: str = "crops-only"
+    dim: int = 0
+    last_ms: float = 0.0
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
+
+
+def face_crops(
+    folder: Path, size: int, count: int, cfg: PipelineConfig | None = None
+) -> list[np.ndarray]:
+    """Up to ``count`` crops of ``size`` px as the edge makes them (detect → mesh →
+    align), the largest face of each photo, photos spread over ``folder``."""
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = files[:: max(1, len(files) // (count * 2))]  # spread over the people
+    pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))  # type: ignore[arg-type]
+    crops: list[np.ndarray] = []
+    try:
+        for f in files:
+            frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            faces = [] if frame is None else pipeline.detect(frame)
+            if faces and pipeline.prepare(frame, faces[0]) and faces[0].crop is not None:
+                crops.append(faces[0].crop)
+            if len(crops) == count:
+                break
+    finally:
+        pipeline.close()
+    return crops

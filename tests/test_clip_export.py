@@ -125,7 +125,8 @@ def test_files_and_sidecars(clip_dir):
         assert np.allclose(info["std"], [0.26862954, 0.26130258, 0.27577711])
         assert info["sha256"] == sha256(path) and info["size"] == path.stat().st_size
         assert set(info["versions"]) >= {"torch", "transformers", "onnx", "onnxruntime"}
-        assert info["verification"]["images"].startswith("8 photos")
+        # the inputs the edge will feed: aligned, masked crops
+        assert info["verification"]["images"].startswith("8 face crops (detect → mesh → align)")
         graph = onnx.load(str(path), load_external_data=False).graph
         (inp,), (out,) = graph.input, graph.output
         assert inp.name == "pixel_values" and out.name == "image_embeds"
@@ -288,6 +289,22 @@ def test_export_from_a_local_copy_of_the_hub_files(tmp_path):
     assert cosines(onnx_embeds(result.fp32, pixels), ref).min() >= 0.9999
     emb = get_embedder("clip-vit-b32", str(tmp_path / "out"))
     assert "random" not in emb.model_id
+
+
+def test_parity_is_checked_on_the_crops_the_edge_makes():
+    """The export's check images: aligned, masked face crops where faces are found,
+    the photos themselves where not (here: photos without faces), noise without photos."""
+    from models.export_clip import check_images
+
+    crops, described = check_images(DATASET / "gallery", 3)
+    assert described == "3 face crops (detect → mesh → align) from gallery/"
+    assert [c.shape for c in crops] == [(224, 224, 3)] * 3
+    assert all((c[:8, :8] == 0).all() for c in crops)  # corners outside the face oval
+    photos, described = check_images(DATASET / "samples", 2)
+    assert described == "2 photos from samples/" and len(photos) == 2
+    assert photos[0].shape[:2] != (224, 224)
+    _, described = check_images(None, 2)
+    assert described.startswith("2 random-noise images")
 
 
 @pytest.fixture(scope="session")
