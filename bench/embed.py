@@ -72,13 +72,12 @@ def face_crops(folder: Path, size: int, count: int, detect: bool = True) -> list
     photo; or, without ``detect``, the photos resized."""
     import cv2
 
-    from models.pipeline import IMAGE_SUFFIXES
+    from models.files import spread_photos
     from models.pipeline import face_crops as edge_crops
 
     if detect:
         return edge_crops(folder, size, count)
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    files = files[:: max(1, len(files) // (count * 2))]
+    files = spread_photos(folder, count)
     images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[:count]]
     return [cv2.resize(i, (size, size)) for i in images if i is not None]
 

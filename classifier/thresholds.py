@@ -30,9 +30,7 @@ class LiveThresholds:
         self.total = 0
 
     def add(self, score: float) -> None:
-        with self._lock:
-            self._scores.append(score)
-            self.total += 1
+        self.extend([score])
 
     def extend(self, scores: list[float]) -> None:
         """``add`` for a whole batch, under one lock."""

@@ -87,7 +87,18 @@ def to_frame_points(
     return found[:1] if largest_only else found
 
 
-class HaarDetector:
+class _Detector:
+    """What both detectors share: ``detect`` is ``detect_points`` without the points."""
+
+    def detect_points(self, frame: np.ndarray) -> list[Detection]:
+        raise NotImplementedError
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
+        return [box for box, _ in self.detect_points(frame)]
+
+
+class HaarDetector(_Detector):
     """Finds frontal faces; returns boxes in the original frame's pixels.
 
     Frames wider than ``detect_width`` are shrunk first (detection cost grows with
@@ -102,10 +113,6 @@ class HaarDetector:
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise RuntimeError(f"could not load Haar cascade {path}")
-
-    def detect(self, frame: np.ndarray) -> list[Box]:
-        """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
-        return [box for box, _ in self.detect_points(frame)]
 
     def detect_points(self, frame: np.ndarray) -> list[Detection]:
         """Boxes, largest first, without key points (Haar finds none)."""
@@ -124,7 +131,7 @@ class HaarDetector:
         return to_frame_points(rects, scale, pad, grey.shape, 8, cfg.largest_only)
 
 
-class YuNetDetector:
+class YuNetDetector(_Detector):
     """OpenCV Zoo's YuNet through ``cv2.FaceDetectorYN``, on a frame downscaled to
     ``detect_width`` (padded only if ``pad`` says so: YuNet finds faces that touch
     the border, tight gallery crops included)."""
@@ -140,10 +147,6 @@ class YuNetDetector:
             str(path), "", (320, 320), self.cfg.score_threshold, 0.3, 100
         )
         self._size = (320, 320)
-
-    def detect(self, frame: np.ndarray) -> list[Box]:
-        """Boxes ``(x, y, w, h)`` in a BGR or grey frame, largest first."""
-        return [box for box, _ in self.detect_points(frame)]
 
     def detect_points(self, frame: np.ndarray) -> list[Detection]:
         """Boxes, largest first, each with its 5 key points in frame pixels."""

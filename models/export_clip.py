@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, l2_normalise
-from models.files import models_dir, read_sidecar, sha256, write_sidecar
+from models.files import IMAGE_SUFFIXES, models_dir, read_sidecar, sha256, write_sidecar
 
 log = logging.getLogger("facewire.models.export")
 
@@ -78,7 +78,6 @@ INT8_WARN_COSINE = 0.98
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # face photos to verify on: the gallery of the checkout (or of the current folder)
 DEFAULT_CHECK_IMAGES = (Path("dataset") / "gallery", REPO_ROOT / "dataset" / "gallery")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
 # ViT-B/32: what the file name promises and the edge's ClipEmbedder expects
 VIT_B32 = {
     "hidden_size": 768,

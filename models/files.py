@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: photos the model tools read (export checks, crop helpers)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"})
+
+
+def spread_photos(folder: Path, count: int) -> list[Path]:
+    """The photos under ``folder``, sorted, thinned to about ``2 × count`` taken evenly
+    (so they spread over the people of a ``<person>/`` folder)."""
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    return files[:: max(1, len(files) // (count * 2))]
 
 
 def models_dir(configured: str = "") -> Path:

@@ -17,7 +17,7 @@ from config.schema import PipelineConfig
 from models.detect import make_detector
 from models.embedders import OnnxEmbedder, get_embedder
 from models.face import Face, Quality
-from models.files import models_dir
+from models.files import models_dir, spread_photos
 from models.mesh import (
     FaceMesher,
     LandmarkMesher,
@@ -187,16 +187,12 @@ class CropsOnly:
     last_ms: float = 0.0
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
-
-
 def face_crops(
     folder: Path, size: int, count: int, cfg: PipelineConfig | None = None
 ) -> list[np.ndarray]:
     """Up to ``count`` crops of ``size`` px as the edge makes them (detect → mesh →
     align), the largest face of each photo, photos spread over ``folder``."""
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    files = files[:: max(1, len(files) // (count * 2))]  # spread over the people
+    files = spread_photos(folder, count)
     pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))  # type: ignore[arg-type]
     crops: list[np.ndarray] = []
     try:
