@@ -6,6 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY bench bench/
 COPY bus bus/
 COPY classifier classifier/
 COPY config config/

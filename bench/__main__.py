@@ -1,4 +1,4 @@
-"""``facewire bench <name> [options]`` (or ``python -m bench``): run one benchmark, or all.
+"""``facewire bench <name> [options]`` (or ``python -m facewire.bench``): run one benchmark, or all.
 
 Each bench prints a table (``--json``: one JSON object per line) and writes
 ``bench/results/<name>.json``. ``all`` runs every bench with quick settings; ``plot``
@@ -12,11 +12,17 @@ import sys
 
 # name → (module with main(argv), one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
-    "embed": ("bench.embed", "embedder speed: ONNX fp32/int8 vs PyTorch"),
-    "edge": ("bench.edge", "edge per-frame time per stage, capture → published"),
-    "classifier": ("bench.classifier", "classifier alone: embeddings/s by gallery size"),
-    "pipeline": ("bench.pipeline", "publish → result latency, N nodes through a real broker"),
-    "e2e": ("bench.endtoend", "capture → result with real edge, classifier and broker processes"),
+    "embed": ("facewire.bench.embed", "embedder speed: ONNX fp32/int8 vs PyTorch"),
+    "edge": ("facewire.bench.edge", "edge per-frame time per stage, capture → published"),
+    "classifier": ("facewire.bench.classifier", "classifier alone: embeddings/s by gallery size"),
+    "pipeline": (
+        "facewire.bench.pipeline",
+        "publish → result latency, N nodes through a real broker",
+    ),
+    "e2e": (
+        "facewire.bench.endtoend",
+        "capture → result with real edge, classifier and broker processes",
+    ),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name == "plot":  # not a bench: draws what e2e / edge wrote
-        from bench.plot import main as plot
+        from facewire.bench.plot import main as plot
 
         return plot(rest)
     if name == "all":

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
+from facewire.bench.common import (
     RESULTS,
     SYNTHETIC_PER_ID,
     Broker,
@@ -37,7 +37,7 @@ from bench.common import (
     synthetic_gallery,
     synthetic_probes,
 )
-from bench.pipeline import synthetic_model_id
+from facewire.bench.pipeline import synthetic_model_id
 
 COLUMNS = [
     ("dim", "dim"),
@@ -72,7 +72,7 @@ def make_matcher(
     """
     import faiss
 
-    from classifier.search import Matcher, index_kind, make_index, tune
+    from facewire.classifier.search import Matcher, index_kind, make_index, tune
 
     vectors, labels = synthetic_gallery(n, dim)
     s = cfg.search
@@ -96,8 +96,8 @@ def agreement(
 ) -> dict[str, float]:
     """recall@1 against an exact search (known half of the probes) and the share of
     probes that get the same answer (name or unknown) as with an exact search."""
-    from classifier.search import Matcher
-    from config.schema import SearchConfig
+    from facewire.classifier.search import Matcher
+    from facewire.config.schema import SearchConfig
 
     exact = Matcher(vectors, labels, matcher.k, matcher.threshold, SearchConfig(index="flat"))
     a, b = matcher.match(probes), exact.match(probes)
@@ -124,7 +124,7 @@ def thread_cpu_s(thread: threading.Thread) -> float:
 def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
     """Feed ``payloads`` (cycled) for ``seconds`` to a service whose worker threads run
     (``start_workers``); how many results went out, and what each thread spent."""
-    from bus.client import Message
+    from facewire.bus.client import Message
 
     capacity = service.cfg.queue_size * NODES // 2
     stop = threading.Event()
@@ -200,7 +200,7 @@ def run_service(
     cfg: Any, index: Any, payloads: list[tuple[str, bytes]], seconds: float, tag: str = ""
 ) -> dict[str, Any]:
     """One ``ClassifierService`` with its own threads: warm up, then ``measure``."""
-    from classifier.service import ClassifierService
+    from facewire.classifier.service import ClassifierService
 
     service = ClassifierService(cfg, index, client_id=f"bench-classifier{tag}")
     service.bus.connect()
@@ -217,7 +217,7 @@ def _replica(
     i: int, cfg: Any, size: int, dim: int, cache: Path | None, seconds: float, start: Any, out: Any
 ) -> None:
     """One replica process: its own index (from the cache), service and feeder."""
-    from classifier.service import GalleryIndex
+    from facewire.classifier.service import GalleryIndex
 
     probes = synthetic_probes(size, dim)
     matcher, _, _ = make_matcher(size, dim, cfg, cache, probes)
@@ -264,7 +264,7 @@ def encode_payloads(
     model_id: str, probes: np.ndarray, count: int = 2048
 ) -> list[tuple[str, bytes]]:
     """``count`` embedding messages from ``NODES`` nodes, as an edge would send them."""
-    from bus import codec, topics
+    from facewire.bus import codec, topics
 
     out = []
     for i in range(count):
@@ -327,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    import config
-    from classifier.search import describe
-    from config.schema import ClassifierConfig
+    from facewire import config
+    from facewire.classifier.search import describe
+    from facewire.config.schema import ClassifierConfig
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     dims = [int(s) for s in args.dims.split(",") if s]
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 note(f"building a {size} × {dim} gallery index …")
                 probes = synthetic_probes(size, dim)
                 matcher, built, quality = make_matcher(size, dim, base, cache, probes)
-                from classifier.service import GalleryIndex
+                from facewire.classifier.service import GalleryIndex
 
                 index = GalleryIndex(
                     matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "bench"

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bus.broker import Mosquitto, mosquitto_exe
+from facewire.devtools.broker import Mosquitto, mosquitto_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,7 +47,7 @@ class Broker(Mosquitto):
 
 
 def broker_config(url: str) -> Any:
-    from config.schema import BrokerConfig
+    from facewire.config.schema import BrokerConfig
 
     return BrokerConfig(url=url)
 

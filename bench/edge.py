@@ -29,8 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.common import ROOT, Broker, emit, note, percentiles
-from bench.frames import compose_frame
+from facewire.bench.common import ROOT, Broker, emit, note, percentiles
+from facewire.bench.frames import compose_frame
 
 MODELS = ["sface", "clip-vit-b32", "clip-vit-b32-int8"]
 STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"]
@@ -50,7 +50,7 @@ COLUMNS = [
 def pick_photos(n: int = 3) -> list[Path]:
     """``n`` probe photos of different people whose face Haar finds in a composed frame
     (the first such photo per person, people in sorted order: the same every run)."""
-    from models.detect import HaarDetector
+    from facewire.models.detect import HaarDetector
 
     detector = HaarDetector()
     chosen: list[Path] = []
@@ -78,7 +78,7 @@ def frames() -> dict[int, bytes]:
 
 def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float], int]:
     """One frame through the edge, stage by stage: ({stage: ms}, faces published)."""
-    from edge.sources import Frame
+    from facewire.edge.sources import Frame
 
     pipeline = node.pipeline
     t0 = time.perf_counter()
@@ -119,9 +119,9 @@ def bench_model(
     pad: float | None = None,
     mesh_runtime: str | None = None,
 ) -> list[dict[str, Any]]:
-    import config
-    from config.schema import EdgeConfig
-    from edge.daemon import EdgeNode
+    from facewire import config
+    from facewire.config.schema import EdgeConfig
+    from facewire.edge.daemon import EdgeNode
 
     cfg = config.load(
         EdgeConfig,
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.embedders import model_path
+    from facewire.models.embedders import model_path
 
     args = build_parser().parse_args(argv)
     logging.getLogger("facewire.edge").setLevel(logging.WARNING)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, emit, fmt, machine, note, summary, table
+from facewire.bench.common import ROOT, emit, fmt, machine, note, summary, table
 
 COLUMNS = [
     ("model", "model"),
@@ -72,8 +72,8 @@ def face_crops(folder: Path, size: int, count: int, detect: bool = True) -> list
     photo; or, without ``detect``, the photos resized."""
     import cv2
 
-    from models.files import spread_photos
-    from models.pipeline import face_crops as edge_crops
+    from facewire.models.files import spread_photos
+    from facewire.models.pipeline import face_crops as edge_crops
 
     if detect:
         return edge_crops(folder, size, count)
@@ -88,13 +88,13 @@ def face_crops(folder: Path, size: int, count: int, detect: bool = True) -> list
 @contextlib.contextmanager
 def clip_files(models_dir: str) -> Iterator[tuple[Path, str]]:
     """(folder holding the int8 CLIP file and maybe the fp32 one, where they came from)."""
-    from models.embedders import model_path
+    from facewire.models.embedders import model_path
 
     int8 = model_path("clip-vit-b32-int8", models_dir)
     if int8.exists():  # an edge device may hold the int8 file only
         yield int8.parent, f"{int8.parent}"
         return
-    from models.export_clip import export_clip
+    from facewire.models.tools.export_clip import export_clip
 
     with tempfile.TemporaryDirectory(prefix="facewire-clip-") as tmp:
         note("no CLIP files in the models folder: exporting a random-init ViT-B/32 (~30 s)")
@@ -104,7 +104,7 @@ def clip_files(models_dir: str) -> Iterator[tuple[Path, str]]:
 
 def torch_model_for(info: dict[str, Any]) -> tuple[Any, str]:
     """The PyTorch model with the weights of the exported file, as far as available."""
-    from models.export_clip import HUB_NAME, ExportError, load_model, random_model
+    from facewire.models.tools.export_clip import HUB_NAME, ExportError, load_model, random_model
 
     if info.get("random_init"):
         seed = int(info.get("seed", 0))
@@ -181,7 +181,7 @@ def round_robin(
 
 
 def onnx_backend(embedder: Any, batch: int, model: str, backend: str = "onnxruntime") -> Backend:
-    from models.embedders import l2_normalise
+    from facewire.models.embedders import l2_normalise
 
     def run(crops: Sequence[np.ndarray]) -> float:
         t0 = time.perf_counter()
@@ -360,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.embedders import get_embedder, model_path
-    from models.files import read_sidecar
+    from facewire.models.embedders import get_embedder, model_path
+    from facewire.models.files import read_sidecar
 
     batches = [int(b) for b in args.batches.split(",")]
     note(f"face crops from {args.crops} ...")
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_rows: list[dict[str, Any]] = []
         if not args.no_sweep:
             note(f"ONNX Runtime options sweep: 18 option sets × {args.sweep_repeats} calls ...")
-            from models.embedders import clip_preprocess
+            from facewire.models.embedders import clip_preprocess
 
             sweep_rows = sweep(
                 clip_dir / "clip-vit-b32-int8.onnx",

@@ -32,8 +32,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.common import ROOT, Broker, child_env, emit, note, percentiles, stop_process, summary
-from bench.frames import compose_frame
+from facewire.bench.common import (
+    ROOT,
+    Broker,
+    child_env,
+    emit,
+    note,
+    percentiles,
+    stop_process,
+    summary,
+)
+from facewire.bench.frames import compose_frame
 
 EDGE_STAGES = ["capture", "detect", "mesh", "align", "embed", "encode"]
 COLUMNS = [
@@ -72,9 +81,9 @@ class Listener:
     """Subscribes like the monitor: results, and each edge's retained status."""
 
     def __init__(self, url: str) -> None:
-        from bus import topics
-        from bus.client import BusClient
-        from config.schema import BrokerConfig
+        from facewire.bus import topics
+        from facewire.bus.client import BusClient
+        from facewire.config.schema import BrokerConfig
 
         self.results: list[tuple[float, dict[str, Any]]] = []
         self.status: dict[str, dict[str, Any]] = {}
@@ -90,7 +99,7 @@ class Listener:
             self.results.append((now, json.loads(m.payload)))
 
     def _on_status(self, m: Any) -> None:
-        from bus import topics
+        from facewire.bus import topics
 
         data = json.loads(m.payload)
         with self._lock:
@@ -229,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.embedders import model_path
+    from facewire.models.embedders import model_path
 
     args = build_parser().parse_args(argv)
     rows = []

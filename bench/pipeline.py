@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
+from facewire.bench.common import (
     ROOT,
     Broker,
     broker_config,
@@ -81,8 +81,8 @@ COLUMNS = [
 
 def synthetic_index(n: int, dim: int, cfg: Any) -> Any:
     """A ``GalleryIndex`` on ``synthetic_gallery(n, dim)`` (10 vectors per identity)."""
-    from classifier.search import Matcher
-    from classifier.service import GalleryIndex
+    from facewire.classifier.search import Matcher
+    from facewire.classifier.service import GalleryIndex
 
     vectors, labels = synthetic_gallery(n, dim)
     matcher = Matcher.from_config(vectors, labels, cfg.search)
@@ -101,14 +101,14 @@ def synthetic_model_id(dim: int) -> str:
 
 
 def serve(argv: list[str]) -> int:
-    """``python -m bench.pipeline _classifier``: ClassifierService on a synthetic gallery.
+    """``python -m facewire.bench.pipeline _classifier``: ClassifierService on a synthetic gallery.
 
     The same service object and start/stop sequence as ``facewire classifier``; only
     the gallery is made up instead of read from a folder.
     """
-    import config
-    from classifier.service import ClassifierService
-    from config.schema import ClassifierConfig
+    from facewire import config
+    from facewire.classifier.service import ClassifierService
+    from facewire.config.schema import ClassifierConfig
 
     p = argparse.ArgumentParser(prog="bench.pipeline _classifier")
     p.add_argument("--broker", required=True)
@@ -138,8 +138,8 @@ def serve(argv: list[str]) -> int:
 def dataset_probes(model: str, limit: int = 96) -> tuple[np.ndarray, str]:
     """Real embeddings of dataset/probes and dataset/unknown photos, with the gallery's
     pipeline (so their model id is the gallery's)."""
-    from classifier.gallery import read_image
-    from models import FacePipeline, PipelineConfig
+    from facewire.classifier.gallery import read_image
+    from facewire.models import FacePipeline, PipelineConfig
 
     files: list[Path] = []
     for sub in ("probes", "unknown"):
@@ -184,8 +184,8 @@ class SimNode:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def connect(self) -> None:
-        from bus import topics
-        from bus.client import BusClient
+        from facewire.bus import topics
+        from facewire.bus.client import BusClient
 
         self.bus = BusClient(broker_config(self.url), f"bench-{self.name}")
         self.bus.subscribe(topics.result(self.name), self._on_result, qos=0)
@@ -193,7 +193,7 @@ class SimNode:
         self._topic = topics.embedding(self.name)
 
     def send(self) -> None:
-        from bus import codec
+        from facewire.bus import codec
 
         t0 = time.perf_counter()
         self.seq += 1
@@ -275,8 +275,8 @@ class Watcher:
     """Follows the classifier's retained status and every ``…/error`` notice."""
 
     def __init__(self, url: str) -> None:
-        from bus import topics
-        from bus.client import BusClient
+        from facewire.bus import topics
+        from facewire.bus.client import BusClient
 
         self.status: dict[str, Any] = {}
         self.errors: list[dict[str, Any]] = []
@@ -327,9 +327,9 @@ class Classifier:
 
 def start_classifier(args: argparse.Namespace, url: str) -> Classifier:
     if args.inprocess:
-        import config
-        from classifier.service import ClassifierService
-        from config.schema import ClassifierConfig
+        from facewire import config
+        from facewire.classifier.service import ClassifierService
+        from facewire.config.schema import ClassifierConfig
 
         cfg = config.load(
             ClassifierConfig,
@@ -344,7 +344,7 @@ def start_classifier(args: argparse.Namespace, url: str) -> Classifier:
         if args.synthetic:
             index = synthetic_index(args.synthetic, args.dim, cfg)
         else:
-            from classifier.__main__ import load_index
+            from facewire.classifier.__main__ import load_index
 
             index = load_index(cfg, progress=False)
         return Classifier(service=ClassifierService(cfg, index, "bench-classifier").start())
@@ -352,7 +352,7 @@ def start_classifier(args: argparse.Namespace, url: str) -> Classifier:
         cmd = [
             sys.executable,
             "-m",
-            "bench.pipeline",
+            "facewire.bench.pipeline",
             "_classifier",
             "--broker",
             url,

@@ -3,9 +3,9 @@
 Nothing here knows about models or pixels; services use it to talk over the broker.
 """
 
-from bus import topics
-from bus.client import BusClient, Message
-from bus.codec import CodecError, EmbeddingMessage, check_vector, decode, encode
+from facewire.bus import topics
+from facewire.bus.client import BusClient, Message
+from facewire.bus.codec import CodecError, EmbeddingMessage, check_vector, decode, encode
 
 __all__ = [
     "BusClient",

@@ -45,7 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bus.topics import unshared
+from facewire.bus.topics import unshared
 
 log = logging.getLogger("facewire.bus")
 

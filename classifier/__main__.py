@@ -8,19 +8,19 @@ import signal
 import sys
 from pathlib import Path
 
-import config
-from classifier.calibrate import calibrate
-from classifier.gallery import Gallery, build_gallery
-from classifier.search import Matcher
-from classifier.service import ClassifierService, GalleryIndex
-from config.cli import (
+from facewire import config
+from facewire.classifier.calibrate import calibrate
+from facewire.classifier.gallery import Gallery, build_gallery
+from facewire.classifier.search import Matcher
+from facewire.classifier.service import ClassifierService, GalleryIndex
+from facewire.config.cli import (
     add_broker_argument,
     add_pipeline_arguments,
     add_search_arguments,
     pipeline_overrides,
     search_overrides,
 )
-from config.schema import ClassifierConfig
+from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
 
@@ -83,7 +83,7 @@ def index_gallery(gallery: Gallery, cfg: ClassifierConfig) -> GalleryIndex:
 def load_index(
     cfg: ClassifierConfig, use_cache: bool = True, progress: bool = True
 ) -> GalleryIndex:
-    from models import FacePipeline
+    from facewire.models import FacePipeline
 
     dataset = Path(cfg.dataset)
     cache = None

@@ -8,7 +8,7 @@ The EER is where they cross; the recommended threshold is the lowest one whose F
 stays within the target.
 
 >>> import numpy as np
->>> from classifier.calibrate import calibrate
+>>> from facewire.classifier.calibrate import calibrate
 >>> rng = np.random.default_rng(0)
 >>> centres = rng.normal(size=(4, 16))
 >>> vecs = np.repeat(centres, 3, axis=0) + 0.1 * rng.normal(size=(12, 16))

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import config
-from classifier.calibrate import calibrate
-from classifier.gallery import build_gallery, iter_people, read_image
-from classifier.search import UNKNOWN, Matcher
-from config.cli import (
+from facewire import config
+from facewire.classifier.calibrate import calibrate
+from facewire.classifier.gallery import build_gallery, iter_people, read_image
+from facewire.classifier.search import UNKNOWN, Matcher
+from facewire.config.cli import (
     add_pipeline_arguments,
     add_search_arguments,
     pipeline_overrides,
     search_overrides,
 )
-from config.schema import PipelineConfig, SearchConfig
-from models import FacePipeline
+from facewire.config.schema import PipelineConfig, SearchConfig
+from facewire.models import FacePipeline
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models import FacePipeline
+from facewire.models import FacePipeline
 
 log = logging.getLogger("facewire.gallery")
 

@@ -7,7 +7,7 @@ The output parses to exactly what ``json.dumps`` of the same result as a dict gi
 (``tests/test_results.py`` holds that reference and checks it).
 
 >>> import json, numpy as np
->>> from classifier.results import ResultEncoder
+>>> from facewire.classifier.results import ResultEncoder
 >>> enc = ResultEncoder(np.array(["ann", "bob"]), "sface@1234abcd", 0.363)
 >>> text = enc.encode("door", 7, 3, 0, (1, 2, 3, 4), 1700000000.5, {"embed": 4.25},
 ...                   1, [1, 0], [0.8125, 0.25], 0.8125, True, 0.1, 0.2, 0.35, 1700000000.75)
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from classifier.search import UNKNOWN
+from facewire.classifier.search import UNKNOWN
 
 _CACHE_MAX = 4096  # node ids and stage names seen; bounded against a flood of new ones
 

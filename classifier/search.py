@@ -1,7 +1,7 @@
 """k-NN identification over a gallery with FAISS (inner product on unit vectors = cosine).
 
 >>> import numpy as np
->>> from classifier.search import Matcher
+>>> from facewire.classifier.search import Matcher
 >>> vecs = np.eye(3, dtype=np.float32)
 >>> m = Matcher(vecs, ["ann", "bob", "bob"], k=2, threshold=0.5)
 >>> [(r.name, round(r.score, 2)) for r in m.search(np.array([[1, 0, 0], [0, 0.1, 1]], np.float32))]
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from config.schema import SearchConfig
+from facewire.config.schema import SearchConfig
 
 UNKNOWN = "unknown"
 

@@ -24,13 +24,13 @@ from typing import Any
 import faiss
 import numpy as np
 
-from bus import codec, topics
-from bus.client import BusClient, Message
-from classifier.queues import FairQueues
-from classifier.results import ResultEncoder
-from classifier.search import Matcher, describe
-from classifier.thresholds import LiveThresholds
-from config.schema import ClassifierConfig
+from facewire.bus import codec, topics
+from facewire.bus.client import BusClient, Message
+from facewire.classifier.queues import FairQueues
+from facewire.classifier.results import ResultEncoder
+from facewire.classifier.search import Matcher, describe
+from facewire.classifier.thresholds import LiveThresholds
+from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
 

@@ -12,7 +12,7 @@ this module (``config/<service>.yaml``). Values are applied in this order, later
 An unknown key is an error that names the key and the keys that are allowed, so a
 typo never silently falls back to a default.
 
->>> from config import load, schema
+>>> from facewire.config import load, schema
 >>> cfg = load(schema.ClassifierConfig, data={"search": {"k": 3}})
 >>> cfg.search.k
 3
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from config import schema
-from config.schema import BrokerConfig
+from facewire.config import schema
+from facewire.config.schema import BrokerConfig
 
 __all__ = ["ConfigError", "load", "default_path", "schema", "BrokerConfig", "to_dict"]
 

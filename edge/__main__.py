@@ -8,11 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
-import config
-from config.cli import add_broker_argument, add_pipeline_arguments, pipeline_overrides
-from config.schema import EdgeConfig
-from edge.daemon import EdgeNode
-from edge.sources import open_source
+from facewire import config
+from facewire.config.cli import add_broker_argument, add_pipeline_arguments, pipeline_overrides
+from facewire.config.schema import EdgeConfig
+from facewire.edge.daemon import EdgeNode
+from facewire.edge.sources import open_source
 
 log = logging.getLogger("facewire.edge")
 

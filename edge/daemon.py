@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from bus import codec, topics
-from bus.client import BusClient, Message
-from config.schema import EdgeConfig
-from edge.dedup import Dedup
-from edge.sources import Frame
-from models import Face, FacePipeline
+from facewire.bus import codec, topics
+from facewire.bus.client import BusClient, Message
+from facewire.config.schema import EdgeConfig
+from facewire.edge.dedup import Dedup
+from facewire.edge.sources import Frame
+from facewire.models import Face, FacePipeline
 
 log = logging.getLogger("facewire.edge")
 

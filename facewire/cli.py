@@ -14,12 +14,18 @@ import sys
 # command → (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("facewire.demo", "run broker, classifier, monitor and two replaying edge nodes"),
-    "edge": ("edge.__main__", "the edge daemon: camera/video/folder → embeddings on MQTT"),
-    "classifier": ("classifier.__main__", "the classifier service: embeddings → names on MQTT"),
-    "monitor": ("monitor.__main__", "the web monitor (Flask, http://127.0.0.1:6010)"),
-    "eval": ("classifier.evaluate", "offline accuracy of the pipeline on a gallery + probes"),
-    "models": ("models.commands", "prepare, export and list model files"),
-    "bench": ("bench.__main__", "benchmarks: embed, edge, classifier, pipeline"),
+    "edge": ("facewire.edge.__main__", "the edge daemon: camera/video/folder → embeddings on MQTT"),
+    "classifier": (
+        "facewire.classifier.__main__",
+        "the classifier service: embeddings → names on MQTT",
+    ),
+    "monitor": ("facewire.monitor.__main__", "the web monitor (Flask, http://127.0.0.1:6010)"),
+    "eval": (
+        "facewire.classifier.evaluate",
+        "offline accuracy of the pipeline on a gallery + probes",
+    ),
+    "models": ("facewire.models.commands", "prepare, export and list model files"),
+    "bench": ("facewire.bench.__main__", "benchmarks: embed, edge, classifier, pipeline"),
 }
 
 

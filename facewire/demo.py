@@ -62,13 +62,13 @@ def start_broker(port: int, workdir: Path) -> subprocess.Popen[bytes] | None:
 def wait_classifier_ready(
     broker_url: str, proc: subprocess.Popen[bytes], timeout: float = 600
 ) -> None:
-    from bus import topics
-    from bus.client import BusClient
-    from config.schema import BrokerConfig
+    from facewire.bus import topics
+    from facewire.bus.client import BusClient, Message
+    from facewire.config.schema import BrokerConfig
 
     ready = threading.Event()
 
-    def on_status(m) -> None:  # type: ignore[no-untyped-def]
+    def on_status(m: Message) -> None:
         try:
             if json.loads(m.payload).get("state") == "online":
                 ready.set()

@@ -4,15 +4,15 @@ The chain (``FacePipeline``) is detect → FaceMesh (mask + landmarks) → align
 producing one ``Face`` record per face:
 
 >>> import numpy as np
->>> from models import FacePipeline, PipelineConfig
+>>> from facewire.models import FacePipeline, PipelineConfig
 >>> pipeline = FacePipeline(PipelineConfig(model="sface"))       # doctest: +SKIP
 >>> faces = pipeline.get(np.zeros((480, 640, 3), np.uint8))      # doctest: +SKIP
 >>> faces                                                          # doctest: +SKIP
 []
 """
 
-from config.schema import DetectorConfig, PipelineConfig
-from models.face import Face, Quality
-from models.pipeline import FacePipeline
+from facewire.config.schema import DetectorConfig, PipelineConfig
+from facewire.models.face import Face, Quality
+from facewire.models.pipeline import FacePipeline
 
 __all__ = ["DetectorConfig", "Face", "FacePipeline", "PipelineConfig", "Quality"]

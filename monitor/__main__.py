@@ -1,8 +1,8 @@
-"""``python -m monitor`` — see :mod:`monitor.cli`."""
+"""``python -m facewire.monitor``: the same as ``facewire monitor``."""
 
 import sys
 
-from monitor.cli import main
+from facewire.monitor.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
-from monitor.state import State
-from monitor.store import NEAR_MARGIN, Store
+from facewire.monitor.state import State
+from facewire.monitor.store import NEAR_MARGIN, Store
 
 __all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT"]
 

@@ -1,4 +1,4 @@
-"""``python -m monitor``: subscribe to the bus, keep the detection log, serve the pages."""
+"""``facewire monitor``: subscribe to the bus, keep the detection log, serve the pages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import config
-from config.schema import MonitorConfig
+from facewire import config
+from facewire.config.schema import MonitorConfig
 
 log = logging.getLogger("monitor")
 
@@ -32,7 +32,7 @@ Settings come from the config file, then FACEWIRE_* environment variables
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m monitor",
+        prog="facewire monitor",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -99,10 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so --help works even where Flask or the bus are missing.
     from werkzeug.serving import make_server
 
-    from monitor.app import create_app
-    from monitor.state import State
-    from monitor.store import Store
-    from monitor.subscriber import Subscriber
+    from facewire.monitor.app import create_app
+    from facewire.monitor.state import State
+    from facewire.monitor.store import Store
+    from facewire.monitor.subscriber import Subscriber
 
     store = Store(cfg.db, window=cfg.window)
     state = State()

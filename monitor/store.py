@@ -235,7 +235,8 @@ class Store:
         With ``oldest_first`` the *oldest* ``limit`` rows after ``since`` come back in
         ascending order (what a client catching up needs).
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for col, val in (("node", node), ("name", name)):
             if val is not None:
                 where.append(f"{col} = ?")

@@ -16,11 +16,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bus import topics
-from bus.client import BusClient, Message
-from config.schema import BrokerConfig
-from monitor.state import State
-from monitor.store import Store
+from facewire.bus import topics
+from facewire.bus.client import BusClient, Message
+from facewire.config.schema import BrokerConfig
+from facewire.monitor.state import State
+from facewire.monitor.store import Store
 
 __all__ = ["Malformed", "Subscriber", "parse_json"]
 

@@ -1,5 +1,5 @@
-"""A real mosquitto for tests (see ``bus.broker``)."""
+"""A real mosquitto for tests (see ``facewire.devtools.broker``)."""
 
-from bus.broker import Mosquitto, free_port
+from facewire.devtools.broker import Mosquitto, free_port
 
 __all__ = ["Mosquitto", "free_port"]

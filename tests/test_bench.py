@@ -32,10 +32,10 @@ EDGE_STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"
 
 
 def bench(tmp_path: Path, *args: str, timeout: float = 120) -> list[dict[str, Any]]:
-    """Run ``python -m bench <args> --json``; its JSON lines (results go to tmp_path)."""
+    """Run ``facewire bench <args> --json``; its JSON lines (results go to tmp_path)."""
     env = dict(os.environ, FACEWIRE_BENCH_RESULTS=str(tmp_path), FACEWIRE_LOG="WARNING")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--json"],
+        [sys.executable, "-m", "facewire", "bench", *args, "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -136,7 +136,7 @@ def test_edge_bench_sface(tmp_path: Path) -> None:
 
     # the picture of these rows: one bar per row, a segment per stage, the total at the end
     out = tmp_path / "edge.svg"
-    plot = [sys.executable, "-m", "bench", "plot", str(tmp_path / "edge.json")]
+    plot = [sys.executable, "-m", "facewire", "bench", "plot", str(tmp_path / "edge.json")]
     done = subprocess.run(
         [*plot, "--label", "now", "--target", "30", "--out", str(out)],
         cwd=ROOT,
@@ -154,7 +154,7 @@ def test_edge_bench_sface(tmp_path: Path) -> None:
 
 
 def test_bench_plot_refuses_what_it_cannot_draw(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "bench", "plot"]
+    run = [sys.executable, "-m", "facewire", "bench", "plot"]
     other = tmp_path / "classifier.json"
     other.write_text(json.dumps({"bench": "classifier", "rows": [{"bench": "classifier"}]}))
     broken = tmp_path / "broken.json"
@@ -177,7 +177,7 @@ def test_bench_plot_refuses_what_it_cannot_draw(tmp_path: Path) -> None:
 
 
 def test_bench_dispatcher() -> None:
-    run = [sys.executable, "-m", "bench"]
+    run = [sys.executable, "-m", "facewire", "bench"]
     out = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0
     for name in ("embed", "edge", "classifier", "pipeline", "e2e", "all"):
@@ -189,6 +189,9 @@ def test_bench_dispatcher() -> None:
 @pytest.mark.parametrize("name", ["pipeline", "edge", "classifier", "e2e"])
 def test_bench_help(name: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "facewire", "bench", name, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0 and "--json" in out.stdout

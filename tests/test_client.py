@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bus import codec, topics
-from bus.client import BusClient, Message
-from config.schema import BrokerConfig
+from facewire.bus import codec, topics
+from facewire.bus.client import BusClient, Message
+from facewire.config.schema import BrokerConfig
 from tests.broker import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,8 +373,8 @@ def test_qos1_published_while_broker_is_down_all_arrive(
 
 WILL_CHILD = """
 import sys, time
-from config.schema import BrokerConfig
-from bus.client import BusClient
+from facewire.config.schema import BrokerConfig
+from facewire.bus.client import BusClient
 url, topic = sys.argv[1], sys.argv[2]
 offline = '{"node": "victim", "state": "offline"}'
 c = BusClient(BrokerConfig(url=url), "victim", will=(topic, offline, 1, True))

@@ -25,15 +25,15 @@ import numpy as np
 import onnx
 import pytest
 
-from models.embedders import clip_preprocess, get_embedder, l2_normalise
-from models.export_clip import (
+from facewire.models.embedders import clip_preprocess, get_embedder, l2_normalise
+from facewire.models.files import sha256, write_sidecar
+from facewire.models.tools.export_clip import (
     ExportError,
     export_clip,
     load_model,
     random_model,
     torch_embeds,
 )
-from models.files import sha256, write_sidecar
 from tests.conftest import DATASET, ROOT
 
 SEED = 0
@@ -155,7 +155,7 @@ def test_lean_tower_computes_what_transformers_computes(layers, heads, batch):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from models.clip_tower import LeanImageTower
+    from facewire.models.tools.clip_tower import LeanImageTower
 
     torch.manual_seed(layers)
     config = CLIPVisionConfig(
@@ -294,7 +294,7 @@ def test_export_from_a_local_copy_of_the_hub_files(tmp_path):
 def test_parity_is_checked_on_the_crops_the_edge_makes():
     """The export's check images: aligned, masked face crops where faces are found,
     the photos themselves where not (here: photos without faces), noise without photos."""
-    from models.export_clip import check_images
+    from facewire.models.tools.export_clip import check_images
 
     crops, described = check_images(DATASET / "gallery", 3)
     assert described == "3 face crops (detect → mesh → align) from gallery/"
@@ -338,8 +338,8 @@ def test_eval_runs_with_clip(clip_dir, small_sample):
 
 
 def test_pipeline_gives_512d_unit_vectors(clip_dir):
-    from config.schema import PipelineConfig
-    from models import FacePipeline
+    from facewire.config.schema import PipelineConfig
+    from facewire.models import FacePipeline
 
     pipeline = FacePipeline(PipelineConfig(model="clip-vit-b32-int8", models_dir=str(clip_dir)))
     try:
@@ -367,12 +367,12 @@ def test_edge_to_classifier_through_the_broker_with_clip(
     clip_dir, small_sample, mosquitto, tmp_path
 ):
     """detect → mesh → CLIP ONNX on the edge, vectors over MQTT, FAISS on the classifier."""
-    import config
-    from classifier.__main__ import load_index
-    from classifier.service import ClassifierService
-    from config.schema import ClassifierConfig, EdgeConfig
-    from edge.daemon import EdgeNode
-    from edge.sources import open_source
+    from facewire import config
+    from facewire.classifier.__main__ import load_index
+    from facewire.classifier.service import ClassifierService
+    from facewire.config.schema import ClassifierConfig, EdgeConfig
+    from facewire.edge.daemon import EdgeNode
+    from facewire.edge.sources import open_source
 
     pipeline = {"pipeline.model": "clip-vit-b32", "pipeline.models_dir": str(clip_dir)}
     ccfg = config.load(

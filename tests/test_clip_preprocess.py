@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, pil_bicubic_resize
+from facewire.models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, pil_bicubic_resize
 from tests.conftest import DATASET
 
 PIL_MAJOR = int(PIL.__version__.split(".")[0])

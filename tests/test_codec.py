@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bus import codec
-from bus.codec import CodecError, EmbeddingMessage, check_vector, decode, encode
+from facewire.bus import codec
+from facewire.bus.codec import CodecError, EmbeddingMessage, check_vector, decode, encode
 
 PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

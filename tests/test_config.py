@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import config
-from config.schema import ClassifierConfig, EdgeConfig, MonitorConfig
+from facewire import config
+from facewire.config.schema import ClassifierConfig, EdgeConfig, MonitorConfig
 
 
 def test_shipped_yaml_files_load():

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-import config
-from bench.frames import compose_frame
-from config.schema import EdgeConfig
-from edge.daemon import EdgeNode
-from edge.dedup import Dedup
-from edge.sources import open_source
+from facewire import config
+from facewire.bench.frames import compose_frame
+from facewire.config.schema import EdgeConfig
+from facewire.edge.daemon import EdgeNode
+from facewire.edge.dedup import Dedup
+from facewire.edge.sources import open_source
 from tests.conftest import DATASET
 
 PROBES = DATASET / "probes"

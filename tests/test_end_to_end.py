@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-import config
-from bus.client import BusClient, Message
-from classifier.__main__ import load_index
-from classifier.service import ClassifierService, GalleryIndex
-from config.schema import ClassifierConfig, EdgeConfig, SearchConfig
-from edge.daemon import EdgeNode
-from edge.sources import open_source
+from facewire import config
+from facewire.bus.client import BusClient, Message
+from facewire.classifier.__main__ import load_index
+from facewire.classifier.service import ClassifierService, GalleryIndex
+from facewire.config.schema import ClassifierConfig, EdgeConfig, SearchConfig
+from facewire.edge.daemon import EdgeNode
+from facewire.edge.sources import open_source
 from tests.broker import Mosquitto, free_port
 from tests.conftest import DATASET, ROOT
 
@@ -157,7 +157,7 @@ def test_status_and_threshold_topics(mosquitto, classifier):
 def test_malformed_payloads_get_errors_and_good_ones_still_answered(mosquitto, classifier):
     import numpy as np
 
-    from bus import codec
+    from facewire.bus import codec
 
     errors: list[dict] = []
     results: list[dict] = []
@@ -261,8 +261,8 @@ def test_a_flooding_node_does_not_delay_another(mosquitto):
     """Node 'flood' sends 10× the rate of node 'calm' at a deliberately slow classifier."""
     import numpy as np
 
-    from bus import codec
-    from classifier.search import Matcher
+    from facewire.bus import codec
+    from facewire.classifier.search import Matcher
 
     rng = np.random.default_rng(0)
     dim, n = 128, 150_000  # a flat search over 150k vectors makes every batch cost ms
@@ -393,7 +393,7 @@ def test_results_reach_the_monitor_log(mosquitto, classifier, tmp_path):
 def test_replicas_in_a_group_share_the_load_without_duplicates(mosquitto, gallery_index):
     import numpy as np
 
-    from bus import codec
+    from facewire.bus import codec
 
     a = ClassifierService(
         classifier_cfg(mosquitto, group="g"), gallery_index, client_id="cls-a"

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from classifier.calibrate import calibrate
-from classifier.gallery import build_gallery
-from classifier.search import UNKNOWN, Matcher
-from config.schema import PipelineConfig
-from models import FacePipeline
+from facewire.classifier.calibrate import calibrate
+from facewire.classifier.gallery import build_gallery
+from facewire.classifier.search import UNKNOWN, Matcher
+from facewire.config.schema import PipelineConfig
+from facewire.models import FacePipeline
 from tests.conftest import DATASET
 
 GALLERY = DATASET / "gallery"

@@ -21,13 +21,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from bus import topics
-from bus.client import BusClient, Message
-from config.schema import BrokerConfig
-from monitor.app import create_app
-from monitor.state import State
-from monitor.store import Store
-from monitor.subscriber import Subscriber
+from facewire.bus import topics
+from facewire.bus.client import BusClient, Message
+from facewire.config.schema import BrokerConfig
+from facewire.monitor.app import create_app
+from facewire.monitor.state import State
+from facewire.monitor.store import Store
+from facewire.monitor.subscriber import Subscriber
 from tests.broker import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ def test_a_killed_edge_goes_offline_through_its_real_last_will(
 ) -> None:
     script = (
         "import json, sys, time\n"
-        "from bus.client import BusClient\n"
+        "from facewire.bus.client import BusClient\n"
         "from config.schema import BrokerConfig\n"
         "will = json.dumps({'node': 'cam9', 'state': 'offline'}).encode()\n"
         "c = BusClient(BrokerConfig(url=sys.argv[1]), 'cam9',"
@@ -520,8 +520,8 @@ def test_cli_serves_and_stops_cleanly(mosquitto: Mosquitto, tmp_path: Path) -> N
     port = free_port()
     db = tmp_path / "cli.sqlite3"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--broker", mosquitto.url, "--port", str(port),
-         "--db", str(db), "--connect-timeout", "5"],
+        [sys.executable, "-m", "facewire", "monitor", "--broker", mosquitto.url,
+         "--port", str(port), "--db", str(db), "--connect-timeout", "5"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -557,7 +557,7 @@ def test_cli_serves_and_stops_cleanly(mosquitto: Mosquitto, tmp_path: Path) -> N
 
 def test_cli_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "monitor", "--help"],
+        [sys.executable, "-m", "facewire", "monitor", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import topics
+from facewire.bus import topics
 from tests.broker import Mosquitto
 from tests.test_monitor import (
     Monitor,

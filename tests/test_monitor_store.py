@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import NEAR_MARGIN, Feed, Store, band, pipeline_latency_ms
+from facewire.monitor.store import NEAR_MARGIN, Feed, Store, band, pipeline_latency_ms
 
 
 def result(name: str, score: float = 0.8, seq: int = 1, **extra: object) -> dict[str, object]:

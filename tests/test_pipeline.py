@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.frames import compose_frame
-from config.schema import PipelineConfig
-from models import FacePipeline
-from models.mesh import FaceMesher, LandmarkMesher, five_points
+from facewire.bench.frames import compose_frame
+from facewire.config.schema import PipelineConfig
+from facewire.models import FacePipeline
+from facewire.models.mesh import FaceMesher, LandmarkMesher, five_points
 from tests.conftest import DATASET
 
 PROBES = DATASET / "probes"
@@ -18,7 +18,7 @@ FRONTAL = PROBES / "ORL_s01" / "ORL_s01_0008.jpg"
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from models.prepare import prepare_face_landmark, prepare_yunet
+    from facewire.models.tools.prepare import prepare_face_landmark, prepare_yunet
 
     prepare_yunet()
     prepare_face_landmark()  # models/face_landmark.onnx, from mediapipe's .tflite file
@@ -71,7 +71,7 @@ def test_alignment_puts_the_eyes_level_at_the_template(pipeline):
     face = faces_of(pipeline, PROBES / "ORL_s05" / "ORL_s05_0009.jpg")[0]
     size = pipeline.embedder.input_size
     # redo the warp on the landmarks: both eyes land on the template's eye row
-    from models.mesh import TEMPLATE_112, alignment_matrix
+    from facewire.models.mesh import TEMPLATE_112, alignment_matrix
 
     m = alignment_matrix(face.landmarks, size)
     pts = five_points(face.landmarks) @ m[:, :2].T + m[:, 2]
@@ -148,7 +148,7 @@ def test_largest_only():
 def test_drop_or_fallback_when_facemesh_misses():
     # a face-like box on a blank frame: Haar is bypassed, FaceMesh finds nothing
     blank = np.full((200, 200, 3), 128, np.uint8)
-    from models.face import Face
+    from facewire.models.face import Face
 
     for miss, kept in (("drop", False), ("fallback", True)):
         p = FacePipeline(PipelineConfig(on_mesh_miss=miss))
@@ -162,8 +162,8 @@ def test_drop_or_fallback_when_facemesh_misses():
 
 
 def test_yunet_detector_finds_faces_and_no_false_ones():
-    from models.detect import make_detector
-    from models.prepare import prepare_yunet
+    from facewire.models.detect import make_detector
+    from facewire.models.tools.prepare import prepare_yunet
 
     prepare_yunet()  # models/yunet.onnx, from the same wheel as SFace
     cfg = PipelineConfig().detector
@@ -200,8 +200,8 @@ def test_pipeline_with_yunet_embeds_like_with_haar():
 def test_faces_touching_the_border_are_found_with_the_default_padding(kind):
     """A gallery photo is a tight head crop: the face touches the image border. YuNet
     finds it unpadded, Haar needs its default padding (and misses it without)."""
-    from models.detect import make_detector
-    from models.prepare import prepare_yunet
+    from facewire.models.detect import make_detector
+    from facewire.models.tools.prepare import prepare_yunet
 
     prepare_yunet()
     cfg = PipelineConfig().detector
@@ -216,8 +216,8 @@ def test_faces_touching_the_border_are_found_with_the_default_padding(kind):
 def _landmark_errors(kind: str) -> list[float]:
     """Per face: mean distance between the landmark model's 468 points (region from the
     detector) and MediaPipe FaceMesh's, over the inter-ocular distance."""
-    from models.detect import make_detector
-    from models.mesh import FaceMesher, LandmarkMesher
+    from facewire.models.detect import make_detector
+    from facewire.models.mesh import FaceMesher, LandmarkMesher
 
     cfg = PipelineConfig().detector
     cfg.kind = kind
@@ -258,7 +258,7 @@ def test_landmark_model_agrees_with_facemesh(pipeline, kind):
 
 
 def test_landmark_model_says_no_face_where_there_is_none(pipeline):
-    from models.mesh import LandmarkMesher
+    from facewire.models.mesh import LandmarkMesher
 
     mesher = LandmarkMesher()
     blank = np.full((200, 200, 3), 128, np.uint8)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from classifier.results import ResultEncoder
-from classifier.search import UNKNOWN
+from facewire.classifier.results import ResultEncoder
+from facewire.classifier.search import UNKNOWN
 
 NAMES = ["ann", 'bo"b', "zoë \\ 李", "unknown-ish", "%s %d"]
 

@@ -6,9 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from bench.common import synthetic_gallery, synthetic_probes
-from classifier.search import Matcher, describe, index_kind, make_index, tune
-from config.schema import SearchConfig
+from facewire.bench.common import synthetic_gallery, synthetic_probes
+from facewire.classifier.search import Matcher, describe, index_kind, make_index, tune
+from facewire.config.schema import SearchConfig
 
 
 @pytest.mark.parametrize(

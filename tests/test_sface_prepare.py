@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from models.embedders import get_embedder
-from models.files import read_sidecar, sha256
-from models.prepare import SFACE_FILE, prepare_sface
+from facewire.models.embedders import get_embedder
+from facewire.models.files import read_sidecar, sha256
+from facewire.models.tools.prepare import SFACE_FILE, prepare_sface
 
 
 def test_prepared_sface_loads_and_runs_batches(tmp_path):
@@ -31,7 +31,7 @@ def test_prepared_sface_loads_and_runs_batches(tmp_path):
 def test_missing_model_says_how_to_make_it(tmp_path):
     import pytest
 
-    from models.embedders import ModelFileMissing
+    from facewire.models.embedders import ModelFileMissing
 
     with pytest.raises(ModelFileMissing, match="facewire models export clip"):
         get_embedder("clip-vit-b32", str(tmp_path))
@@ -44,8 +44,8 @@ def test_face_landmark_conversion_reads_tflite_with_a_checked_wheel(tmp_path):
     wheel it downloads, and only with the wheel file whose hash it knows."""
     import pytest
 
-    from models.mesh import LANDMARK_INPUT
-    from models.prepare import (
+    from facewire.models.mesh import LANDMARK_INPUT
+    from facewire.models.tools.prepare import (
         TFLITE_WHEEL,
         TFLITE_WHEEL_SHA256,
         fetch_wheel,

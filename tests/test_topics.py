@@ -7,7 +7,7 @@ import doctest
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
-from bus import topics
+from facewire.bus import topics
 
 
 def test_per_node_topics() -> None:

@@ -1,4 +1,4 @@
-"""Screenshots of the monitor pages for the docs: ``python -m monitor.screenshots``.
+"""Screenshots of the monitor pages for the docs: ``python -m facewire.devtools.screenshots``.
 
 Fills a throw-away store and state with made-up but plausible data (no broker
 needed), serves the app on a free port and captures the pages with headless
@@ -18,17 +18,25 @@ import shutil
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from monitor.app import create_app
-from monitor.state import State
-from monitor.store import Store
+from facewire.monitor.app import create_app
+from facewire.monitor.state import State
+from facewire.monitor.store import Store
 
 NODES = ("door", "lobby", "garage")
 PEOPLE = ("Ada_Lovelace", "Alan_Turing", "Grace_Hopper", "Katherine_Johnson", "Edsger_Dijkstra")
 THRESHOLD = 0.363
 MODEL = "sface-2021dec-int8bq:7c1e04"
+
+
+def _found(driver: Any, selector: str) -> bool:
+    """The page shows ``selector`` (a WebDriverWait condition)."""
+    from selenium.webdriver.common.by import By
+
+    return bool(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
 def _rates(genuine: list[float], impostor: list[float], t: float) -> tuple[float, float]:
@@ -163,14 +171,13 @@ def _viewport(driver: Any, width: int, height: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     default_out = Path(__file__).resolve().parent.parent / "var" / "screenshots"
-    p = argparse.ArgumentParser(prog="python -m monitor.screenshots", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m facewire.devtools.screenshots", description=__doc__)
     p.add_argument("--out", type=Path, default=default_out, help="folder for the PNG files")
     p.add_argument("--width", type=int, default=1280)
     args = p.parse_args(argv)
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     from werkzeug.serving import make_server
 
@@ -213,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, name, ready, height in shots:
             _viewport(driver, args.width, 900)
             driver.get(base + path)
-            WebDriverWait(driver, 10).until(
-                lambda d, sel=ready: d.find_elements(By.CSS_SELECTOR, sel)
-            )
+            WebDriverWait(driver, 10).until(partial(_found, selector=ready))
             time.sleep(1.5)  # let the row flash animation finish
             full = driver.execute_script(
                 "return Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)"

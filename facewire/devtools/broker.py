@@ -1,6 +1,6 @@
 """Start and stop a private mosquitto (tests, benchmarks): own config, free port, by PID.
 
->>> from bus.broker import Mosquitto
+>>> from facewire.devtools.broker import Mosquitto
 >>> import tempfile, pathlib
 >>> with Mosquitto(pathlib.Path(tempfile.mkdtemp())) as broker:   # doctest: +SKIP
 ...     print(broker.url)

@@ -12,7 +12,7 @@ What it does:
    without hub access. Random weights are recorded in the sidecar
    (``random_init: true``), so the model id becomes ``clip-vit-b32-random-<sha8>`` and
    a gallery built with it never matches vectors from real weights.
-2. Exports ``models.clip_tower.LeanImageTower`` — the same weights and arithmetic
+2. Exports ``facewire.models.tools.clip_tower.LeanImageTower`` — the same weights and arithmetic
    written for a lean graph: patch embedding as a ``MatMul``, Q/K/V fused into one
    ``MatMul``, constant reshapes, and the last block computed for the class token
    only (the pooled output reads nothing else). −1.5 ms per int8 face here (20.4 →
@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, l2_normalise
-from models.files import IMAGE_SUFFIXES, models_dir, read_sidecar, sha256, write_sidecar
+from facewire.models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, l2_normalise
+from facewire.models.files import IMAGE_SUFFIXES, models_dir, read_sidecar, sha256, write_sidecar
 
 log = logging.getLogger("facewire.models.export")
 
@@ -245,7 +245,7 @@ def export_onnx(model: Any, target: Path, opset: int = DEFAULT_OPSET) -> None:
     import onnx
     import torch
 
-    from models.clip_tower import LeanImageTower
+    from facewire.models.tools.clip_tower import LeanImageTower
 
     dummy = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
     part = target.with_name(target.name + ".part")
@@ -311,7 +311,7 @@ def check_images(folder: Path | None, count: int = 8) -> tuple[list[np.ndarray],
 
     if folder is not None and folder.is_dir():
         try:
-            from models.pipeline import face_crops
+            from facewire.models.pipeline import face_crops
 
             edge = face_crops(folder, INPUT_SIZE, count)
         except (OSError, RuntimeError, ValueError, cv2.error) as exc:
@@ -346,7 +346,7 @@ def check_images(folder: Path | None, count: int = 8) -> tuple[list[np.ndarray],
 def _session(path: Path) -> Any:
     import onnxruntime as ort
 
-    from models.embedders import session_options
+    from facewire.models.embedders import session_options
 
     return ort.InferenceSession(
         str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]

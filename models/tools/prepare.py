@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from models.files import models_dir, sha256, write_sidecar
+from facewire.models.files import models_dir, sha256, write_sidecar
 
 log = logging.getLogger("facewire.models")
 

@@ -18,7 +18,7 @@ The exporter checks the ONNX file against the transformers model itself, so a
 mistake here fails the export rather than shipping a different embedding.
 
 >>> import torch
->>> from models.export_clip import random_model
+>>> from facewire.models.tools.export_clip import random_model
 >>> hf = random_model(seed=0)
 >>> lean = LeanImageTower(hf).eval()
 >>> x = torch.randn(2, 3, 224, 224)

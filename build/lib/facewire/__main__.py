@@ -1,0 +1,3 @@
+from facewire.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""``facewire bench edge``: the edge's time per frame, stage by stage, on real frames.
+
+Frames are 640×480 camera-like pictures made from real ORL photos
+(``bench.frames.compose_frame``) with one face and with three faces, JPEG-compressed
+once like a webcam's MJPEG frame. Each repeat times, on the edge's clock:
+
+- ``capture``: decoding the JPEG (a camera frame arrives compressed),
+- ``detect``: the detector (YuNet by default, ``--detector haar``) on the downscaled
+  frame, plus each face's quality measure (``FacePipeline.detect``),
+- ``mesh``: FaceMesh on each face's box (sum over the frame's faces),
+- ``align``: warp + oval mask of each face (sum),
+- ``embed``: one embedder call for all faces of the frame,
+- ``publish``: ``EdgeNode.publish`` per face: build the message, ``codec.encode``,
+  hand it to a real local mosquitto at QoS 1 (sum),
+- ``total``: capture start → last face published.
+
+The steps are the pipeline's own methods called one by one, exactly what
+``FacePipeline.get`` + ``EdgeNode.process`` do (with dedup off, so every face is sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facewire.bench.common import ROOT, Broker, emit, note, percentiles
+from facewire.bench.frames import compose_frame
+
+MODELS = ["sface", "clip-vit-b32", "clip-vit-b32-int8"]
+STAGES = ["capture", "detect", "mesh", "align", "embed", "publish", "total"]
+
+COLUMNS = [
+    ("model", "model"),
+    ("detector", "detector"),
+    ("mesh_runtime", "mesh"),
+    ("faces", "faces"),
+    *[(f"{s}_p50_ms", f"{s} p50") for s in STAGES[:-1]],
+    ("total_p50_ms", "total p50"),
+    ("total_p99_ms", "total p99"),
+    ("found", "found"),
+]
+
+
+def pick_photos(n: int = 3) -> list[Path]:
+    """``n`` probe photos of different people whose face Haar finds in a composed frame
+    (the first such photo per person, people in sorted order: the same every run)."""
+    from facewire.models.detect import HaarDetector
+
+    detector = HaarDetector()
+    chosen: list[Path] = []
+    for person in sorted(p for p in (ROOT / "dataset" / "probes").iterdir() if p.is_dir()):
+        for photo in sorted(person.rglob("*.jpg")):
+            grey = cv2.cvtColor(compose_frame([photo]), cv2.COLOR_BGR2GRAY)
+            if len(detector.detect(grey)) == 1:
+                chosen.append(photo)
+                break
+        if len(chosen) == n:
+            return chosen
+    raise SystemExit(f"fewer than {n} probe photos with a detectable face in dataset/probes")
+
+
+def frames() -> dict[int, bytes]:
+    """JPEG bytes (quality 90) of a 640×480 frame with 1 and with 3 faces."""
+    photos = pick_photos(3)
+    out = {}
+    for n in (1, 3):
+        ok, jpg = cv2.imencode(".jpg", compose_frame(photos[:n]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        out[n] = jpg.tobytes()
+    return out
+
+
+def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float], int]:
+    """One frame through the edge, stage by stage: ({stage: ms}, faces published)."""
+    from facewire.edge.sources import Frame
+
+    pipeline = node.pipeline
+    t0 = time.perf_counter()
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    t1 = time.perf_counter()
+    frame = Frame(frame_id, image, time.time(), t0, (t1 - t0) * 1000.0)
+    faces = pipeline.detect(image)
+    t2 = time.perf_counter()
+    kept = [f for f in faces if pipeline.prepare(image, f)]
+    t3 = time.perf_counter()
+    pipeline.embed(kept)
+    t4 = time.perf_counter()
+    for face in kept:
+        node.publish(frame, face)
+    t5 = time.perf_counter()
+    mesh = sum(f.stages.get("mesh_ms", 0.0) for f in faces)
+    return {
+        "capture": (t1 - t0) * 1000.0,
+        "detect": (t2 - t1) * 1000.0,
+        "mesh": mesh,
+        "align": (t3 - t2) * 1000.0 - mesh,  # prepare() minus FaceMesh: warp + mask
+        "embed": (t4 - t3) * 1000.0,
+        "publish": (t5 - t4) * 1000.0,
+        "total": (t5 - t0) * 1000.0,
+    }, len(kept)
+
+
+def bench_model(
+    model: str,
+    url: str,
+    jpegs: dict[int, bytes],
+    repeats: int,
+    warmup: int,
+    models_dir: str = "",
+    spinning: str | None = None,
+    detector: str | None = None,
+    threads: int | None = None,
+    pad: float | None = None,
+    mesh_runtime: str | None = None,
+) -> list[dict[str, Any]]:
+    from facewire import config
+    from facewire.config.schema import EdgeConfig
+    from facewire.edge.daemon import EdgeNode
+
+    cfg = config.load(
+        EdgeConfig,
+        overrides={
+            "node": "bench-edge",
+            "broker.url": url,
+            "pipeline.model": model,
+            "pipeline.models_dir": models_dir,
+            "dedup_distance": 0.0,  # every face is published, every frame
+            "pipeline.detector.kind": detector,
+            "pipeline.threads": threads,
+            "pipeline.detector.pad": pad,
+            "pipeline.mesh_runtime": mesh_runtime,
+            "pipeline.ort_spinning": spinning,
+        },
+        env={},
+    )
+    node = EdgeNode(cfg).start()
+    rows = []
+    try:
+        for n_faces, jpeg in jpegs.items():
+            samples: dict[str, list[float]] = {s: [] for s in STAGES}
+            found = []
+            for i in range(warmup + repeats):
+                stages, count = time_frame(node, jpeg, i)
+                if i < warmup:
+                    continue
+                found.append(count)
+                for s, ms in stages.items():
+                    samples[s].append(ms)
+            row: dict[str, Any] = {
+                "bench": "edge",
+                "model": model,
+                "model_id": node.pipeline.model_id,
+                "detector": cfg.pipeline.detector.kind,
+                "mesh_runtime": cfg.pipeline.mesh_runtime,
+                "pad": cfg.pipeline.detector.pad,
+                "faces": n_faces,
+                "found": int(np.median(found)),
+                "ort_spinning": cfg.pipeline.ort_spinning,
+                "threads": cfg.pipeline.threads,
+                "repeats": repeats,
+            }
+            for s in STAGES:
+                p50, p99 = percentiles(samples[s], (50, 99))
+                row[f"{s}_p50_ms"] = p50
+                row[f"{s}_p99_ms"] = p99
+            rows.append(row)
+            note(f"  {model}, {n_faces} face(s): capture → published p50 {row['total_p50_ms']} ms")
+        node.bus.flush(10)
+    finally:
+        node.close(drain_s=0)
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facewire bench edge",
+        description="Edge time per 640×480 frame (1 and 3 faces), per stage, capture → "
+        "published to a local mosquitto at QoS 1, for each model file present.",
+    )
+    p.add_argument("--model", choices=MODELS, default=None, help="one model (default: all)")
+    p.add_argument("--repeats", type=int, default=100, help="frames timed per row (default 100)")
+    p.add_argument("--warmup", type=int, default=5, help="frames run first, not timed")
+    p.add_argument(
+        "--models-dir",
+        default="",
+        help="look for model files here first, then in the models folder",
+    )
+    p.add_argument(
+        "--ort-spinning",
+        choices=["off", "run", "on"],
+        default=None,
+        help="what-if: ONNX Runtime's worker threads spin during a run only (run, the "
+        "config's default), sleep between ops (off), or also spin after a run (on, "
+        "ONNX Runtime's own default)",
+    )
+    p.add_argument(
+        "--ort-no-spin",
+        action="store_const",
+        const="off",
+        dest="ort_spinning",
+        help="same as --ort-spinning off",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="what-if: ONNX Runtime intra-op threads (default: the config's, 0 = library's)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["haar", "yunet"],
+        default=None,
+        help="face detector (default: the config's, see config/edge.yaml)",
+    )
+    p.add_argument(
+        "--pad",
+        type=float,
+        default=None,
+        help="what-if: detector border padding (default: the config's; haar 0.15, yunet 0)",
+    )
+    p.add_argument(
+        "--mesh-runtime",
+        choices=["mediapipe", "landmarks"],
+        default=None,
+        help="FaceMesh's whole graph or its landmark model alone (default: the config's)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facewire.models.embedders import model_path
+
+    args = build_parser().parse_args(argv)
+    logging.getLogger("facewire.edge").setLevel(logging.WARNING)
+    models = [args.model] if args.model else MODELS
+    jpegs = frames()
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with Broker() as broker:
+        for model in models:
+            found = [d for d in (args.models_dir, "") if model_path(model, d).exists()]
+            where = found[0] if found else ""
+            path = model_path(model, where)
+            if not path.exists():
+                msg = (
+                    f"{model}: models/{path.name} not found, row skipped (make it with "
+                    "`facewire models export clip`, or `--random-init` offline)"
+                )
+                note(msg)
+                notes.append(msg)
+                continue
+            note(f"{model}: {args.repeats} frames of 1 and of 3 faces …")
+            rows += bench_model(
+                model,
+                broker.url,
+                jpegs,
+                args.repeats,
+                args.warmup,
+                where,
+                args.ort_spinning,
+                args.detector,
+                args.threads,
+                args.pad,
+                args.mesh_runtime,
+            )
+    for r in rows:
+        if r["model"] == "clip-vit-b32-int8" and r["faces"] == 1:
+            verdict = "met" if r["total_p50_ms"] <= 30 else "NOT met"
+            notes.append(f"target CLIP int8, one face, capture → published p50 ≤ 30 ms: {verdict}")
+    emit("edge", rows, COLUMNS, args.json, params=vars(args), notes=notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,549 @@
+"""The MQTT client every service uses: one factory, one set of defaults.
+
+MQTT v5 over TCP (TLS when the broker config says so), username/password, a last
+will, automatic reconnect with exponential backoff, TCP_NODELAY on every socket
+(without it a small QoS 0 publish can sit ~20 ms in the kernel waiting for Nagle),
+subscriptions that are remembered and renewed on every reconnect, and QoS ≥ 1
+publishes that are queued in memory while the broker is away and sent when it is
+back.
+
+Threading: paho runs one network thread per client (``loop_start``). Handlers given
+to :meth:`BusClient.subscribe` and callbacks given to
+:meth:`BusClient.on_connection_change` run on that thread: keep them short, hand
+heavy work to a queue, and never block in them waiting for another message of the
+same client. An exception in a handler is logged (logger ``facewire.bus``) and the
+next message is delivered as usual. :meth:`BusClient.publish` may be called from
+any thread, including from handlers.
+
+Typical use::
+
+    bus = BusClient(cfg.broker, "edge-door", will=(topics.status("door"), offline, 1, True))
+    bus.subscribe(topics.result("door"), on_result)
+    bus.connect()
+    bus.publish(topics.embedding("door"), codec.encode(msg), qos=1)
+    ...
+    bus.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import paho.mqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from facewire.bus.topics import unshared
+
+log = logging.getLogger("facewire.bus")
+
+#: QoS ≥ 1 publishes on the wire at once before paho queues further ones locally
+#: (paho's default is 20). Not higher: paho scans up to this many messages per PUBACK,
+#: so 1000 halves burst throughput compared with 100 (measured: 20k × 1 KB messages).
+MAX_INFLIGHT = 100
+_ROUTE_CACHE_MAX = 4096
+# publish_many hands paho one buffer of packets through its send queue, which is
+# paho's own internal API: checked against 2.x (pyproject pins paho-mqtt <3), and the
+# tests compare it with publish() on a real broker. False: one publish() per message.
+_BATCHED_PUBLISH = paho.mqtt.__version__.startswith("2.")
+_U16 = struct.Struct("!H")
+
+
+def _pack_varint(buf: bytearray, n: int) -> None:
+    """MQTT's variable-length "remaining length" (1–4 bytes, 7 bits each)."""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        buf.append(byte | 0x80 if n else byte)
+        if not n:
+            return
+
+
+class BrokerSettings(Protocol):
+    """What the client reads from its broker config: ``config.schema.BrokerConfig``.
+
+    (Structural, so ``bus`` needs nothing from ``config`` at import time.)
+    """
+
+    host: str
+    port: int
+    tls: bool
+    ca_certs: str
+    certfile: str
+    keyfile: str
+    tls_insecure: bool
+    username: str
+    password: str
+    keepalive: int
+    reconnect_min_s: float
+    reconnect_max_s: float
+
+    @property
+    def address(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An incoming message, as handed to a subscription handler."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+
+Handler = Callable[[Message], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    topic_filter: str  # as subscribed, possibly $share/<group>/<filter>
+    match: str  # the plain filter incoming topics are matched against
+    handler: Handler
+    qos: int
+
+
+class BusClient:
+    """One MQTT v5 connection with the project's defaults (see the module docstring).
+
+    ``will`` is ``(topic, payload, qos, retain)``: published by the broker if the
+    connection dies without a clean :meth:`close` (process killed, network gone,
+    keepalive missed). ``clean_start``/``session_expiry_s`` are the MQTT v5 session
+    settings: with ``clean_start=False`` and a session expiry > 0 the broker keeps
+    the subscriptions and queues QoS ≥ 1 messages while this client is away.
+    ``max_inflight`` bounds unacknowledged QoS ≥ 1 publishes on the wire; beyond it
+    they wait in memory (never dropped).
+    """
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        client_id: str,
+        *,
+        will: tuple[str, bytes | str, int, bool] | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        max_inflight: int = MAX_INFLIGHT,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self._clean_start = clean_start
+        self._session_expiry_s = session_expiry_s
+
+        self._lock = threading.Lock()  # subscriptions and routing cache
+        self._subs: list[_Subscription] = []
+        self._routes: dict[str, tuple[Handler, ...]] = {}
+        self._suback_lock = threading.Lock()
+        self._suback: dict[int, tuple[threading.Event, list[str]]] = {}
+        self._pending_lock = threading.Lock()
+        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self._conn_callbacks: list[Callable[[bool], None]] = []
+
+        self._connected = False
+        self._started = False
+        self._closing = False
+        self._connack = threading.Event()
+        self._refused: str | None = None
+        self._resub: threading.Event | None = None
+        self._failures = 0
+        self._net_thread: int | None = None
+
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=True,
+        )
+        c.suppress_exceptions = True  # our callbacks catch their own; belt and braces
+        # paho annotates these as int but only compares and doubles them: floats work.
+        c.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]
+        c.max_inflight_messages_set(max_inflight)
+        c.max_queued_messages_set(0)  # unlimited: nothing published at QoS >= 1 is dropped
+        if broker.username:
+            c.username_pw_set(broker.username, broker.password or None)
+        if broker.tls:
+            c.tls_set(
+                ca_certs=broker.ca_certs or None,
+                certfile=broker.certfile or None,
+                keyfile=broker.keyfile or None,
+            )
+            if broker.tls_insecure:
+                c.tls_insecure_set(True)
+        if will is not None:
+            topic, payload, qos, retain = will
+            c.will_set(topic, payload, qos, retain)
+        c.on_socket_open = self._on_socket_open
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        self._client = c
+
+    # -- public API -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the next disconnect."""
+        return self._connected
+
+    @property
+    def paho(self) -> mqtt.Client:
+        """The underlying paho client (escape hatch; prefer the methods here)."""
+        return self._client
+
+    @property
+    def address(self) -> str:
+        return self.broker.address
+
+    def connect(self, timeout: float = 10.0, wait: bool = True) -> BusClient:
+        """Start connecting (and reconnecting, forever) in the background.
+
+        With ``wait`` it blocks until the broker accepted the connection and the
+        remembered subscriptions are acknowledged, or raises ``TimeoutError`` (no
+        broker reachable within ``timeout``) or ``ConnectionError`` (the broker
+        refused: bad credentials, not authorised …); on either error the client is
+        stopped. Without ``wait`` it returns at once and keeps retrying with backoff.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError(f"{self.client_id}: connect() called twice")
+            self._started = True
+            self._closing = False
+        self._connack.clear()
+        self._refused = None
+        self._resub = None
+        self._failures = 0
+        props = Properties(PacketTypes.CONNECT)
+        if self._session_expiry_s > 0:
+            props.SessionExpiryInterval = self._session_expiry_s
+        self._client.connect_async(
+            self.broker.host,
+            self.broker.port,
+            keepalive=self.broker.keepalive,
+            clean_start=self._clean_start,
+            properties=props,
+        )
+        self._client.loop_start()
+        if not wait:
+            return self
+        deadline = time.monotonic() + timeout
+        if not self._connack.wait(timeout):
+            failures = self._failures
+            self._stop()
+            raise TimeoutError(
+                f"could not connect to the MQTT broker at {self.address} within {timeout:g} s "
+                f"({failures} failed attempt{'s' if failures != 1 else ''}): is it running "
+                "and reachable?"
+            )
+        if self._refused is not None:
+            refused = self._refused
+            self._stop()
+            raise ConnectionError(
+                f"the MQTT broker at {self.address} refused {self.client_id!r}: {refused}"
+            )
+        resub = self._resub
+        if resub is not None and not resub.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("%s: subscriptions not acknowledged within %g s", self.client_id, timeout)
+        return self
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Disconnect cleanly (the broker discards the last will) and stop the loop.
+
+        Waits up to ``timeout`` seconds for QoS ≥ 1 publishes still unacknowledged,
+        if connected. Idempotent.
+        """
+        if not self._started:
+            return
+        if self._connected and timeout > 0 and threading.get_ident() != self._net_thread:
+            self.flush(timeout)
+        self._stop()
+
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish; thread-safe, never blocks on the network.
+
+        QoS 0 while disconnected is dropped (``info.rc == MQTT_ERR_NO_CONN``). QoS ≥ 1
+        is queued in memory while disconnected and sent after the reconnect: its
+        ``info.rc`` is then success and ``info.wait_for_publish()`` /
+        ``info.is_published()`` follow the real acknowledgement.
+        """
+        info = self._client.publish(topic, payload, qos, retain)
+        if qos > 0:
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                # paho keeps the message and resends it on reconnect, but would leave
+                # this rc, making is_published()/wait_for_publish() raise forever.
+                info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            with self._pending_lock:
+                self._pending.append(info)
+                self._prune()
+        return info
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
+        """Publish ``(topic, payload)`` pairs at QoS 0, in order; returns how many went out.
+
+        For a burst (the classifier's results for one batch): paho's ``publish`` wakes
+        its network thread and writes one packet per call, ~20 µs of Python per message
+        on a busy classifier. Here the PUBLISH packets are built in one buffer and handed
+        to paho's send queue as one write; on the wire they are the same packets. Like
+        QoS 0 ``publish``, nothing is sent (0 is returned) while disconnected.
+        """
+        if not messages:
+            return 0
+        queue = getattr(self._client, "_packet_queue", None)
+        if queue is None or not _BATCHED_PUBLISH:  # another paho: one call each
+            sent = 0
+            for topic, payload in messages:
+                info = self.publish(topic, payload, 0)
+                sent += info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            return sent
+        if not self._client.is_connected():
+            return 0
+        blob = bytearray()
+        for topic, payload in messages:
+            t = topic.encode("utf-8")
+            p = payload.encode("utf-8") if isinstance(payload, str) else payload
+            # PUBLISH, QoS 0, no retain: topic (u16 length + bytes), MQTT v5's empty
+            # property block (one 0 byte), payload
+            blob.append(0x30)
+            _pack_varint(blob, 2 + len(t) + 1 + len(p))
+            blob += _U16.pack(len(t))
+            blob += t
+            blob.append(0)
+            blob += p
+        info = mqtt.MQTTMessageInfo(0)
+        rc = queue(mqtt.PUBLISH, blob, 0, 0, info)
+        return len(messages) if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else 0
+
+    @property
+    def pending(self) -> int:
+        """QoS ≥ 1 publishes not yet acknowledged by the broker (queued or in flight).
+
+        Cheap (O(1) amortised): brokers acknowledge QoS 1 in order, so acknowledged
+        messages are dropped from the front of the list.
+        """
+        with self._pending_lock:
+            self._prune()
+            return len(self._pending)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every QoS ≥ 1 publish so far is acknowledged; False on timeout.
+
+        Does not wait when called from a handler (acks arrive on that same thread).
+        """
+        if threading.get_ident() == self._net_thread:
+            return self.pending == 0
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._pending_lock:
+                self._prune()
+                if not self._pending:
+                    return True
+                # acks come in order: waiting for the newest unacknowledged one waits
+                # for them all without waking up per message
+                last = next((i for i in reversed(self._pending) if not _done(i)), None)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if last is None:
+                continue
+            # ValueError/RuntimeError: never queued / failed for good; _done() says so
+            with contextlib.suppress(ValueError, RuntimeError):
+                last.wait_for_publish(min(remaining, 0.25))
+
+    def subscribe(
+        self, topic_filter: str, handler: Handler, qos: int = 1, timeout: float = 5.0
+    ) -> None:
+        """Call ``handler(message)`` for every message matching ``topic_filter``.
+
+        The subscription is remembered and renewed on every (re)connect; it may be
+        made before :meth:`connect`. ``$share/<group>/<filter>`` works (messages are
+        matched against ``<filter>``). If connected, waits up to ``timeout`` for the
+        broker's acknowledgement (not when called from a handler).
+        """
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+        sub = _Subscription(topic_filter, unshared(topic_filter), handler, qos)
+        with self._lock:
+            self._subs.append(sub)
+            self._routes.clear()
+        if not self._connected:
+            return
+        done = self._send_subscribe({topic_filter: qos})
+        if done is None or timeout <= 0 or threading.get_ident() == self._net_thread:
+            return
+        if not done.wait(timeout):
+            log.warning("%s: no SUBACK for %s within %g s", self.client_id, topic_filter, timeout)
+
+    def on_connection_change(self, cb: Callable[[bool], None]) -> None:
+        """Call ``cb(True)`` after each successful (re)connect, ``cb(False)`` on each loss.
+
+        Runs on the network thread; on a connect it runs before messages queued
+        while offline are sent.
+        """
+        self._conn_callbacks.append(cb)
+
+    def __enter__(self) -> BusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected = False
+        with self._lock:
+            self._started = False
+
+    def _prune(self) -> None:
+        pending = self._pending
+        while pending and _done(pending[0]):
+            pending.popleft()
+
+    def _send_subscribe(self, filters: dict[str, int]) -> threading.Event | None:
+        options = [(f, SubscribeOptions(qos=q)) for f, q in filters.items()]
+        with self._suback_lock:
+            rc, mid = self._client.subscribe(options)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                log.warning("%s: subscribe %s failed: %s", self.client_id, list(filters), rc)
+                return None
+            done = threading.Event()
+            self._suback[mid] = (done, list(filters))
+        return done
+
+    def _notify(self, up: bool) -> None:
+        for cb in list(self._conn_callbacks):
+            try:
+                cb(up)
+            except Exception:
+                log.exception("%s: connection callback %r raised", self.client_id, cb)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._net_thread = threading.get_ident()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError) as exc:
+            log.warning("%s: cannot set TCP_NODELAY: %s", self.client_id, exc)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._net_thread = threading.get_ident()
+        if reason.is_failure:
+            self._refused = str(reason)
+            log.error(
+                "%s: broker %s refused the connection: %s", self.client_id, self.address, reason
+            )
+            self._connack.set()
+            return
+        # Connected first, then the snapshot: a subscribe() racing with this either
+        # lands in the snapshot or sees connected and sends its own SUBSCRIBE.
+        self._connected = True
+        self._failures = 0
+        with self._lock:
+            filters: dict[str, int] = {}
+            for sub in self._subs:
+                filters[sub.topic_filter] = max(sub.qos, filters.get(sub.topic_filter, 0))
+        self._resub = self._send_subscribe(filters) if filters else None
+        log.info(
+            "%s: connected to %s (session present: %s)",
+            self.client_id,
+            self.address,
+            bool(getattr(flags, "session_present", False)),
+        )
+        self._connack.set()
+        self._notify(True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._failures += 1
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "%s: cannot reach %s (attempt %d), retrying",
+            self.client_id,
+            self.address,
+            self._failures,
+        )
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        was_connected, self._connected = self._connected, False
+        with self._suback_lock:
+            waiting, self._suback = self._suback, {}
+        for done, _ in waiting.values():
+            done.set()  # the subscriptions are renewed on the next connect anyway
+        if self._closing:
+            log.info("%s: disconnected from %s", self.client_id, self.address)
+        elif was_connected:
+            log.warning(
+                "%s: lost connection to %s (%s); reconnecting", self.client_id, self.address, reason
+            )
+        if was_connected:
+            self._notify(False)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], props: Any
+    ) -> None:
+        with self._suback_lock:
+            entry = self._suback.pop(mid, None)
+        if entry is None:
+            return
+        done, filters = entry
+        for topic_filter, reason in zip(filters, reasons, strict=False):
+            if reason.is_failure:
+                log.error(
+                    "%s: broker refused subscription to %s: %s",
+                    self.client_id,
+                    topic_filter,
+                    reason,
+                )
+        done.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            log.warning("%s: dropped a message with a non-utf-8 topic", self.client_id)
+            return
+        handlers = self._routes.get(topic)
+        if handlers is None:
+            with self._lock:
+                handlers = tuple(
+                    s.handler for s in self._subs if mqtt.topic_matches_sub(s.match, topic)
+                )
+                if len(self._routes) >= _ROUTE_CACHE_MAX:
+                    self._routes.clear()
+                self._routes[topic] = handlers
+            if not handlers:
+                log.debug("%s: no handler for %s", self.client_id, topic)
+        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
+        message = Message(topic, payload, bool(msg.retain), msg.qos)
+        for handler in handlers:
+            try:
+                handler(message)
+            except Exception:
+                log.exception("%s: handler %r failed on %s", self.client_id, handler, topic)
+
+
+def _done(info: mqtt.MQTTMessageInfo) -> bool:
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):  # never queued / failed for good: nothing to wait for
+        return True

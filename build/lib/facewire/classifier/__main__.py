@@ -1,0 +1,122 @@
+"""``facewire classifier``: build the gallery, then name every embedding on the broker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from facewire import config
+from facewire.classifier.calibrate import calibrate
+from facewire.classifier.gallery import Gallery, build_gallery
+from facewire.classifier.search import Matcher
+from facewire.classifier.service import ClassifierService, GalleryIndex
+from facewire.config.cli import (
+    add_broker_argument,
+    add_pipeline_arguments,
+    add_search_arguments,
+    pipeline_overrides,
+    search_overrides,
+)
+from facewire.config.schema import ClassifierConfig
+
+log = logging.getLogger("facewire.classifier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facewire classifier",
+        description="Build the gallery (same face pipeline as the edge), subscribe to "
+        "faces/+/embedding and publish faces/<node>/result, faces/classifier/status and "
+        "faces/stats/thresholds. Settings: config/classifier.yaml < FACEWIRE_* env < flags.",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML config (default: config/classifier.yaml)"
+    )
+    p.add_argument("--dataset", default=None, help="gallery folder: <person>/[<subdir>/]<image>")
+    p.add_argument(
+        "--group", default=None, help="shared-subscription group, to split load across replicas"
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=None,
+        help="per-node queue length (oldest dropped when full)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="re-embed every gallery image instead of using the cache",
+    )
+    add_broker_argument(p)
+    add_pipeline_arguments(p)
+    add_search_arguments(p)
+    p.add_argument("--client-id", default=None, help="MQTT client id (default: classifier-<pid>)")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> ClassifierConfig:
+    return config.load(
+        ClassifierConfig,
+        args.config or config.default_path("classifier"),
+        overrides={
+            "dataset": args.dataset,
+            "broker.url": args.broker,
+            "group": args.group,
+            "queue_size": args.queue_size,
+            **pipeline_overrides(args),
+            **search_overrides(args),
+        },
+    )
+
+
+def index_gallery(gallery: Gallery, cfg: ClassifierConfig) -> GalleryIndex:
+    matcher = Matcher.from_config(gallery.vectors, gallery.labels, cfg.search)
+    cal = calibrate(gallery.vectors, gallery.labels).as_dict() if len(gallery.names) > 1 else None
+    return GalleryIndex(
+        matcher, gallery.model_id, len(gallery.names), len(gallery.labels), gallery.version, cal
+    )
+
+
+def load_index(
+    cfg: ClassifierConfig, use_cache: bool = True, progress: bool = True
+) -> GalleryIndex:
+    from facewire.models import FacePipeline
+
+    dataset = Path(cfg.dataset)
+    cache = None
+    if use_cache:
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else dataset / ".facewire-cache"
+        cache = cache_dir / f"{cfg.pipeline.model}.npz"
+    pipeline = FacePipeline(cfg.pipeline)
+    try:
+        gallery = build_gallery(dataset, pipeline, cache_path=cache, progress=progress)
+    finally:
+        pipeline.close()
+    if not gallery.labels:
+        raise SystemExit(f"no usable face in gallery {dataset} (skipped: {gallery.skip_counts()})")
+    return index_gallery(gallery, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except config.ConfigError as exc:
+        print(f"facewire classifier: {exc}", file=sys.stderr)
+        return 2
+    index = load_index(cfg, use_cache=not args.no_cache, progress=sys.stderr.isatty())
+    service = ClassifierService(cfg, index, client_id=args.client_id)
+    service.start()
+    signal.signal(signal.SIGTERM, service.request_stop)
+    signal.signal(signal.SIGINT, service.request_stop)
+    service.wait()
+    service.stop()
+    log.info("classifier stopped after %d messages", service.processed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""``facewire edge``: run the face pipeline on a camera, video or folder; publish embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from facewire import config
+from facewire.config.cli import add_broker_argument, add_pipeline_arguments, pipeline_overrides
+from facewire.config.schema import EdgeConfig
+from facewire.edge.daemon import EdgeNode
+from facewire.edge.sources import open_source
+
+log = logging.getLogger("facewire.edge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facewire edge",
+        description="Detect, align and embed faces on this device and publish only the vectors "
+        "to faces/<node>/embedding. Settings: config/edge.yaml < FACEWIRE_* env < flags.",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML config (default: config/edge.yaml)"
+    )
+    p.add_argument("--node", default=None, help="node id, also its MQTT username (e.g. door)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="webcam index (0), video file, rtsp/http URL, or a folder of images",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second to process (0: as fast as possible)",
+    )
+    p.add_argument(
+        "--loop", action="store_true", default=None, help="replay a folder or video forever"
+    )
+    p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: never)")
+    add_broker_argument(p)
+    add_pipeline_arguments(p)
+    p.add_argument(
+        "--dedup-distance",
+        type=float,
+        default=None,
+        help="cosine distance under which a face is not re-sent (0: send all)",
+    )
+    p.add_argument(
+        "--dedup-seconds",
+        type=float,
+        default=None,
+        help="re-send the same face after this many seconds",
+    )
+    p.add_argument(
+        "--print-results", action="store_true", help="print each result as a JSON line on stdout"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config.load(
+            EdgeConfig,
+            args.config or config.default_path("edge"),
+            overrides={
+                "node": args.node,
+                "source": args.source,
+                "fps": args.fps,
+                "loop": args.loop,
+                "broker.url": args.broker,
+                **pipeline_overrides(args),
+                "dedup_distance": args.dedup_distance,
+                "dedup_seconds": args.dedup_seconds,
+            },
+        )
+        node = EdgeNode(cfg)
+    except (config.ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"facewire edge: {exc}", file=sys.stderr)
+        return 2
+    if args.print_results:
+        import json
+
+        node.on_result = lambda r: print(json.dumps(r), flush=True)
+    signal.signal(signal.SIGTERM, node.request_stop)
+    signal.signal(signal.SIGINT, node.request_stop)
+    node.start()
+    log.info(
+        "edge %s: %s at %s fps → %s (model %s)",
+        node.node,
+        cfg.source,
+        cfg.fps,
+        node.bus.address,
+        node.pipeline.model_id,
+    )
+    try:
+        node.run(open_source(cfg.source, cfg.fps, cfg.loop), max_frames=args.frames)
+    except (RuntimeError, FileNotFoundError) as exc:
+        log.error("source %s: %s", cfg.source, exc)
+        node.close(drain_s=1.0)
+        return 1
+    node.close()
+    log.info(
+        "edge %s stopped: %d sent, %d results, latency %s",
+        node.node,
+        node.sent,
+        node.results,
+        node.status()["latency_ms"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Frame sources: a webcam, a video file or stream, or a folder of images replayed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("facewire.edge")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(slots=True)
+class Frame:
+    frame_id: int
+    image: np.ndarray  # BGR
+    captured_at: float  # unix seconds (edge clock), for the record
+    captured_perf: float  # perf_counter at capture: latency is measured on this clock
+    capture_ms: float  # time spent reading/decoding the frame
+    label: str = ""  # file name when replaying a folder
+
+
+def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
+    """Every image below ``folder`` in sorted order; unreadable files are logged and skipped."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    while True:
+        for f in files:
+            image = cv2.imread(str(f))
+            if image is None:
+                log.warning("skipping unreadable image %s", f)
+                continue
+            yield image, str(f.relative_to(folder))
+        if not loop:
+            return
+
+
+def capture_frames(spec: str, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
+    """Frames from a webcam index, a video file or a stream URL."""
+    target: int | str = int(spec) if spec.isdigit() else spec
+    while True:
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            raise RuntimeError(f"cannot open video source {spec!r}")
+        try:
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                yield image, ""
+        finally:
+            cap.release()
+        if not loop or isinstance(target, int):
+            return
+
+
+def open_source(spec: str, fps: float, loop: bool = False) -> Iterator[Frame]:
+    """Frames from ``spec`` paced at ``fps`` (0: as fast as they come)."""
+    path = Path(spec)
+    raw = folder_frames(path, loop) if path.is_dir() else capture_frames(spec, loop)
+    period = 1.0 / fps if fps > 0 else 0.0
+    next_at = time.perf_counter()
+    frame_id = 0
+    while True:
+        if period:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            next_at = max(next_at + period, time.perf_counter() - period)
+        t0 = time.perf_counter()
+        try:
+            image, label = next(raw)
+        except StopIteration:
+            return
+        captured_perf = time.perf_counter()
+        yield Frame(frame_id, image, time.time(), t0, (captured_perf - t0) * 1000.0, label)
+        frame_id += 1

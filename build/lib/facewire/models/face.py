@@ -1,0 +1,62 @@
+"""The one record that flows from a camera frame to the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How usable a face is: size, sharpness and exposure, measured on its box."""
+
+    area: float  # box area in pixels of the original frame
+    blur: float  # variance of the Laplacian: low = blurry
+    brightness: float  # mean grey level, 0..255
+
+    @classmethod
+    def measure(cls, grey: np.ndarray, box: tuple[int, int, int, int]) -> Quality:
+        """
+        >>> import numpy as np
+        >>> q = Quality.measure(np.full((10, 10), 128, np.uint8), (0, 0, 10, 10))
+        >>> (q.area, q.blur, q.brightness)
+        (100.0, 0.0, 128.0)
+        """
+        x, y, w, h = box
+        patch = grey[max(y, 0) : y + h, max(x, 0) : x + w]
+        if patch.size == 0:
+            return cls(float(w * h), 0.0, 0.0)
+        blur = float(cv2.Laplacian(patch, cv2.CV_64F).var())
+        return cls(float(w * h), blur, float(patch.mean()))
+
+
+@dataclass
+class Face:
+    """One face in one frame.
+
+    ``box`` is ``(x, y, w, h)`` in frame pixels, ``points`` the detector's 5 key points
+    (eyes, nose tip, mouth corners; YuNet only, else ``None``). ``landmarks`` are FaceMesh's 468
+    points in frame pixels (``None`` when FaceMesh was off or found nothing).
+    ``crop`` is exactly what the embedder saw (aligned and masked when those steps
+    ran), ``mask`` its face-oval mask (255 = face), ``embedding`` the L2-normalised
+    float32 vector. ``stages`` holds per-stage milliseconds (detect, mesh, align, embed).
+    """
+
+    box: tuple[int, int, int, int]
+    index: int = 0
+    points: np.ndarray | None = None  # the detector's 5 key points (YuNet), frame pixels
+    landmarks: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    aligned: bool = False
+    quality: Quality = field(default_factory=lambda: Quality(0.0, 0.0, 0.0))
+    embedding: np.ndarray | None = None
+    model_id: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x, y, w, h = self.box
+        return (x + w / 2.0, y + h / 2.0)

@@ -1,0 +1,208 @@
+"""``FacePipeline``: a BGR frame in, a list of embedded ``Face`` records out.
+
+The edge runs it on camera frames and the classifier on gallery photos, so both
+sides detect, mesh, align and embed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facewire.config.schema import PipelineConfig
+from facewire.models.detect import make_detector
+from facewire.models.embedders import OnnxEmbedder, get_embedder
+from facewire.models.face import Face, Quality
+from facewire.models.files import models_dir, spread_photos
+from facewire.models.mesh import (
+    FaceMesher,
+    LandmarkMesher,
+    alignment_matrix,
+    landmark_model_path,
+    oval_mask,
+)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The box made square around its centre, padded at the borders, resized to ``size``."""
+    x, y, w, h = box
+    side = max(w, h)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
+    # warpAffine with a pure scale+shift does crop, pad and resize in one pass
+    s = size / float(side)
+    m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float32)
+    return cv2.warpAffine(
+        frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def crop_tag(cfg: PipelineConfig) -> str:
+    """How the crop is made, as far as it changes the vector: the landmark runtime
+    (``lm`` the landmark model alone, ``mp`` MediaPipe's graph), ``-nomask`` /
+    ``-noalign`` when those are off, or ``box`` for the plain box crop.
+
+    >>> crop_tag(PipelineConfig()), crop_tag(PipelineConfig(mesh_runtime="mediapipe"))
+    ('lm', 'mp')
+    >>> crop_tag(PipelineConfig(mesh=False)), crop_tag(PipelineConfig(mesh=False, align=False))
+    ('lm-nomask', 'box')
+    """
+    if not (cfg.mesh or cfg.align):
+        return "box"
+    tag = "lm" if cfg.mesh_runtime == "landmarks" else "mp"
+    if not cfg.mesh:
+        tag += "-nomask"
+    if not cfg.align:
+        tag += "-noalign"
+    return tag
+
+
+class FacePipeline:
+    """Detect → FaceMesh (landmarks + oval mask) → align → embed, per ``PipelineConfig``.
+
+    ``mesh`` blanks everything outside FaceMesh's face oval; ``align`` warps the face
+    so the eyes sit level at fixed positions. Either needs FaceMesh's landmarks
+    (``mesh_runtime``: the landmark model alone on a region from the detector's box and
+    eyes, or MediaPipe's whole graph); a face that cannot be meshed (the landmark
+    model's face score < 0.5, or FaceMesh finds no face) is kept unaligned or dropped
+    (``on_mesh_miss``).
+    """
+
+    def __init__(
+        self, cfg: PipelineConfig | None = None, embedder: OnnxEmbedder | None = None
+    ) -> None:
+        self.cfg = cfg or PipelineConfig()
+        self.detector = make_detector(self.cfg.detector, self.cfg.models_dir)
+        self.embedder = embedder or get_embedder(
+            self.cfg.model, self.cfg.models_dir, self.cfg.threads, self.cfg.ort_spinning
+        )
+        self.mesher: FaceMesher | LandmarkMesher | None = None
+        if self.cfg.mesh or self.cfg.align:
+            if self.cfg.mesh_runtime == "mediapipe":
+                self.mesher = FaceMesher(self.cfg.mesh_margin)
+            else:
+                directory = models_dir(self.cfg.models_dir)
+                self.mesher = LandmarkMesher(str(landmark_model_path(directory)))
+
+    @property
+    def model_id(self) -> str:
+        """The embedder's id (name + weights hash) and ``crop_tag``, e.g.
+        ``sface-338578e8+lm``: what a vector is comparable with. The same weights on
+        crops made another way give vectors ~0.1 of cosine apart, so an edge and a
+        classifier that disagree on the crop get a ``wrong_model`` error, not
+        quietly worse answers."""
+        return f"{self.embedder.model_id}+{crop_tag(self.cfg)}"
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        """Faces with boxes and quality only (no crops, no vectors)."""
+        t0 = time.perf_counter()
+        found = self.detector.detect_points(frame)
+        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        detect_ms = _ms(t0)
+        return [
+            Face(
+                box=b,
+                index=i,
+                points=p,
+                quality=Quality.measure(grey, b),
+                stages={"detect_ms": detect_ms},
+            )
+            for i, (b, p) in enumerate(found)
+        ]
+
+    def prepare(self, frame: np.ndarray, face: Face) -> bool:
+        """Fill ``face.crop`` (and landmarks/mask); ``False`` if the face is to be dropped."""
+        size = self.embedder.input_size
+        landmarks = None
+        if self.mesher is not None:
+            t0 = time.perf_counter()
+            landmarks = self.mesher.landmarks(frame, face.box, face.points)
+            face.stages["mesh_ms"] = _ms(t0)
+            if landmarks is None and self.cfg.on_mesh_miss == "drop":
+                return False
+        t0 = time.perf_counter()
+        face.landmarks = landmarks
+        if landmarks is not None and self.cfg.align:
+            m = alignment_matrix(landmarks, size)
+            crop = cv2.warpAffine(
+                frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            face.aligned = True
+            warped_points = landmarks @ m[:, :2].T + m[:, 2]
+        else:
+            crop = square_crop(frame, face.box, size)
+            side = max(face.box[2], face.box[3])
+            s = size / float(side)
+            x0 = face.box[0] + face.box[2] / 2.0 - side / 2.0
+            y0 = face.box[1] + face.box[3] / 2.0 - side / 2.0
+            warped_points = (
+                (landmarks - np.array([x0, y0], np.float32)) * s if landmarks is not None else None
+            )
+        if self.cfg.mesh and warped_points is not None:
+            mask = oval_mask(crop.shape, warped_points)
+            crop = cv2.bitwise_and(crop, crop, mask=mask)
+            face.mask = mask
+        face.crop = crop
+        face.stages["align_ms"] = _ms(t0)
+        return True
+
+    def get(self, frame: np.ndarray) -> list[Face]:
+        """All faces of ``frame`` with crops and embeddings (one embedder call per frame)."""
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        faces = [f for f in self.detect(frame) if self.prepare(frame, f)]
+        self.embed(faces)
+        return faces
+
+    def embed(self, faces: list[Face]) -> None:
+        if not faces:
+            return
+        vectors = self.embedder.embed([f.crop for f in faces if f.crop is not None])
+        for face, vec in zip(faces, vectors, strict=True):
+            face.embedding = vec
+            face.model_id = self.model_id
+            face.stages["embed_ms"] = self.embedder.last_ms
+
+    def close(self) -> None:
+        if self.mesher is not None:
+            self.mesher.close()
+
+
+@dataclass
+class CropsOnly:
+    """Stands in for an embedder where only crops are wanted: ``FacePipeline`` makes
+    crops of ``input_size`` and ``prepare`` never calls an embedder."""
+
+    input_size: int
+    model_id: str = "crops-only"
+    dim: int = 0
+    last_ms: float = 0.0
+
+
+def face_crops(
+    folder: Path, size: int, count: int, cfg: PipelineConfig | None = None
+) -> list[np.ndarray]:
+    """Up to ``count`` crops of ``size`` px as the edge makes them (detect → mesh →
+    align), the largest face of each photo, photos spread over ``folder``."""
+    files = spread_photos(folder, count)
+    pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))
+    crops: list[np.ndarray] = []
+    try:
+        for f in files:
+            frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            faces = [] if frame is None else pipeline.detect(frame)
+            if faces and pipeline.prepare(frame, faces[0]) and faces[0].crop is not None:
+                crops.append(faces[0].crop)
+            if len(crops) == count:
+                break
+    finally:
+        pipeline.close()
+    return crops

@@ -1,0 +1,151 @@
+"""``facewire monitor``: subscribe to the bus, keep the detection log, serve the pages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from facewire import config
+from facewire.config.schema import MonitorConfig
+
+log = logging.getLogger("monitor")
+
+DESCRIPTION = """\
+facewire monitor: subscribes to the classifier's results, the nodes' and the
+classifier's status and the threshold statistics, keeps every detection in SQLite
+and serves live pages:
+
+  /log/html              live detection table (server-sent events)
+  /nodes/html            nodes, classifier, latency over time, recent errors
+  /threshold_stats/html  named/unknown per threshold, score histogram, FAR/FRR + EER
+
+and JSON at /log, /log/stream, /nodes, /threshold_stats, /errors, /healthz.
+
+Settings come from the config file, then FACEWIRE_* environment variables
+(e.g. FACEWIRE_BROKER=mqtt://host:1883, FACEWIRE_PORT=6010), then these flags."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facewire monitor",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="YAML config (default: config/monitor.yaml of this install, if present)",
+    )
+    p.add_argument(
+        "--broker", metavar="URL", help="MQTT broker, mqtt://[user:pass@]host:port or mqtts://…"
+    )
+    p.add_argument("--host", help="address to serve the pages on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default 6010)")
+    p.add_argument(
+        "--db", metavar="PATH", help="SQLite detection log (default var/monitor.sqlite3)"
+    )
+    p.add_argument(
+        "--window", type=int, metavar="N", help="newest detections kept in memory (default 500)"
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="wait up to S seconds for the broker at start, then serve anyway and keep "
+        "retrying in the background (default 10)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> MonitorConfig:
+    path: Any = args.config
+    if path is None:
+        default = config.default_path("monitor")
+        path = default if default.exists() else None
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "db": args.db,
+        "window": args.window,
+        "broker.url": args.broker,
+    }
+    return config.load(MonitorConfig, path, overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:  # one line per request (the pages poll) is noise
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args)
+    except config.ConfigError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 2
+    if cfg.window < 1:
+        print("monitor: window must be >= 1", file=sys.stderr)
+        return 2
+
+    # Imported here so --help works even where Flask or the bus are missing.
+    from werkzeug.serving import make_server
+
+    from facewire.monitor.app import create_app
+    from facewire.monitor.state import State
+    from facewire.monitor.store import Store
+    from facewire.monitor.subscriber import Subscriber
+
+    store = Store(cfg.db, window=cfg.window)
+    state = State()
+    subscriber = Subscriber(cfg.broker, store, state)
+    try:
+        server = make_server(cfg.host, cfg.port, create_app(store, state), threaded=True)
+    except OSError as exc:
+        print(f"monitor: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        store.close()
+        return 1
+    try:
+        subscriber.start(timeout=args.connect_timeout)
+    except TimeoutError as exc:
+        # Serve the pages anyway (they show the broker as disconnected) and keep trying.
+        log.warning("%s; serving anyway and retrying in the background", exc)
+        subscriber.start(wait=False)
+    except ConnectionError as exc:  # refused: bad credentials, not authorised ...
+        print(f"monitor: {exc}", file=sys.stderr)
+        server.server_close()
+        store.close()
+        return 1
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    web = threading.Thread(target=server.serve_forever, name="monitor-http", daemon=True)
+    web.start()
+    log.info(
+        "serving http://%s:%d/ (broker %s, db %s, %d detections logged)",
+        cfg.host,
+        server.server_port,
+        cfg.broker.address,
+        cfg.db,
+        store.count(),
+    )
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        log.info("shutting down")
+        subscriber.close()
+        store.feed.close()  # ends the open event streams
+        server.shutdown()
+        server.server_close()
+        store.close()
+    return 0
