@@ -1,3 +1,0 @@
-"""facewire: distributed face recognition over MQTT (the ``facewire`` command lives here)."""
-
-__version__ = "0.1.0"

@@ -1,3 +1,0 @@
-from facewire.cli import main
-
-raise SystemExit(main())
