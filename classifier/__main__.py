@@ -13,13 +13,7 @@ from facewire.classifier.calibrate import calibrate
 from facewire.classifier.gallery import Gallery, build_gallery
 from facewire.classifier.search import Matcher
 from facewire.classifier.service import ClassifierService, GalleryIndex
-from facewire.config.cli import (
-    add_broker_argument,
-    add_pipeline_arguments,
-    add_search_arguments,
-    pipeline_overrides,
-    search_overrides,
-)
+from facewire.config.cli import PIPELINE_FLAGS, SEARCH_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
@@ -35,24 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, default=None, help="YAML config (default: config/classifier.yaml)"
     )
-    p.add_argument("--dataset", default=None, help="gallery folder: <person>/[<subdir>/]<image>")
-    p.add_argument(
-        "--group", default=None, help="shared-subscription group, to split load across replicas"
-    )
-    p.add_argument(
-        "--queue-size",
-        type=int,
-        default=None,
-        help="per-node queue length (oldest dropped when full)",
-    )
+    for key in ("dataset", "group", "queue_size"):
+        add_setting_flag(p, key, cls=ClassifierConfig)
     p.add_argument(
         "--no-cache",
         action="store_true",
         help="re-embed every gallery image instead of using the cache",
     )
-    add_broker_argument(p)
-    add_pipeline_arguments(p)
-    add_search_arguments(p)
+    for key in ("broker.url", *PIPELINE_FLAGS, *SEARCH_FLAGS):
+        add_setting_flag(p, key, cls=ClassifierConfig)
     p.add_argument("--client-id", default=None, help="MQTT client id (default: classifier-<pid>)")
     return p
 
@@ -61,14 +46,7 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
     return config.load(
         ClassifierConfig,
         args.config or config.default_path("classifier"),
-        overrides={
-            "dataset": args.dataset,
-            "broker.url": args.broker,
-            "group": args.group,
-            "queue_size": args.queue_size,
-            **pipeline_overrides(args),
-            **search_overrides(args),
-        },
+        overrides=overrides_from(args),
     )
 
 

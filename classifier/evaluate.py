@@ -15,12 +15,7 @@ from facewire import config
 from facewire.classifier.calibrate import calibrate
 from facewire.classifier.gallery import build_gallery, iter_people, read_image
 from facewire.classifier.search import UNKNOWN, Matcher
-from facewire.config.cli import (
-    add_pipeline_arguments,
-    add_search_arguments,
-    pipeline_overrides,
-    search_overrides,
-)
+from facewire.config.cli import add_setting_flags, overrides_from
 from facewire.config.schema import PipelineConfig, SearchConfig
 from facewire.models import FacePipeline
 
@@ -200,10 +195,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="folder of people NOT in the gallery; their faces should come out 'unknown'",
     )
-    add_pipeline_arguments(p)
-    add_search_arguments(p)
+    add_setting_flags(p, EvalConfig)
     p.add_argument(
-        "--config", type=Path, default=None, help="YAML with 'pipeline' and 'search' sections"
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML with 'pipeline' and 'search' sections (default: config/pipeline.yaml, "
+        "the pipeline the edge and the classifier share)",
     )
     p.add_argument(
         "--split",
@@ -227,8 +225,8 @@ class EvalConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config.load(
         EvalConfig,
-        args.config,
-        overrides={**pipeline_overrides(args), **search_overrides(args)},
+        args.config or config.default_path("pipeline"),
+        overrides=overrides_from(args),
     )
     split = args.split.split(":", 1) if args.split else ["", ""]
     if len(split) != 2:

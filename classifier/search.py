@@ -136,13 +136,17 @@ class Matcher:
         self,
         vectors: np.ndarray,
         labels: Sequence[str],
-        k: int = 5,
-        threshold: float = 0.363,
+        k: int | None = None,
+        threshold: float | None = None,
         search: SearchConfig | None = None,
         index: faiss.Index | None = None,
     ) -> None:
-        """``index``: an index already holding ``vectors`` (e.g. read from disk);
+        """``k`` and ``threshold`` default to ``search``'s (else the schema's defaults).
+        ``index``: an index already holding ``vectors`` (e.g. read from disk);
         otherwise one is built as ``search`` says (default: ``auto``)."""
+        search = search or SearchConfig()
+        k = search.k if k is None else k
+        threshold = search.threshold if threshold is None else threshold
         if len(vectors) != len(labels):
             raise ValueError("one label per gallery vector")
         # identities as small ints: the vote is then numpy work, not Python per neighbour

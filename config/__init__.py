@@ -1,19 +1,26 @@
 """Typed configuration for every facewire service.
 
-Each service has a dataclass with defaults (``config.schema``) and a YAML file beside
-this module (``config/<service>.yaml``). Values are applied in this order, later wins:
+Each service has a dataclass (``config.schema``), where every setting's type, default,
+range and help are written once, and a YAML file beside this module
+(``config/<service>.yaml``). Values are applied in this order, later wins:
 
-1. the dataclass defaults,
-2. the YAML file (``--config PATH`` or the shipped default),
-3. environment variables ``FACEWIRE_<SECTION>_<KEY>`` (e.g. ``FACEWIRE_PIPELINE_ALIGN=0``),
-   plus ``FACEWIRE_BROKER=mqtt://host:port`` for the broker address,
-4. command-line flags.
+1. the defaults in ``config.schema``,
+2. the YAML file (``--config PATH`` or the shipped one) after the files it names under
+   ``include:`` (the shipped edge and classifier files include ``pipeline.yaml``, the
+   face pipeline both must run),
+3. environment variables ``FACEWIRE_<KEY>`` with the dotted key's dots as ``_``
+   (``FACEWIRE_PIPELINE_DETECTOR_KIND=haar``), plus ``FACEWIRE_BROKER=mqtt://host:port``
+   for ``broker.url``,
+4. command-line flags (``config.cli``).
 
-An unknown key is an error that names the key and the keys that are allowed, so a
-typo never silently falls back to a default.
+Every source is checked the same way: an unknown key, a value of the wrong type or
+out of range is an error that names the key, the value and what is allowed. So is a
+``FACEWIRE_*`` variable that is no setting of any service (one of another service is
+ignored: services share environments). ``docs/configuration.md`` lists every setting
+(``facewire config reference``).
 
 >>> from facewire.config import load, schema
->>> cfg = load(schema.ClassifierConfig, data={"search": {"k": 3}})
+>>> cfg = load(schema.ClassifierConfig, data={"search": {"k": 3}}, env={})
 >>> cfg.search.k
 3
 """
@@ -21,9 +28,9 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-import types
-import typing
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,11 +38,20 @@ from typing import Any, TypeVar
 import yaml
 
 from facewire.config import schema
+from facewire.config.fields import Invalid, Leaf, children, is_section, leaves, meta_of
 from facewire.config.schema import BrokerConfig
 
 __all__ = ["ConfigError", "load", "default_path", "schema", "BrokerConfig", "to_dict"]
 
 CONFIG_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "FACEWIRE_"
+# FACEWIRE_* variables that are read elsewhere and are no setting of a service.
+OTHER_ENV: dict[str, str] = {
+    "FACEWIRE_LOG": "log level of every command (DEBUG, INFO, WARNING …; default INFO)",
+    "FACEWIRE_MODELS_DIR": "where model files live when pipeline.models_dir is empty",
+    "FACEWIRE_BENCH_RESULTS": "benchmarks: folder for the JSON results",
+    "FACEWIRE_VENV": "dev.sh: the virtualenv to use (default .venv)",
+}
 T = TypeVar("T")
 
 
@@ -44,7 +60,8 @@ class ConfigError(ValueError):
 
 
 def default_path(service: str) -> Path:
-    """The shipped YAML for ``service`` (``edge``, ``classifier``, ``monitor``)."""
+    """The shipped YAML for ``service`` (``edge``, ``classifier``, ``monitor``,
+    ``pipeline``)."""
     return CONFIG_DIR / f"{service}.yaml"
 
 
@@ -61,45 +78,191 @@ def load(
     ``overrides`` maps dotted keys to values, e.g. ``{"pipeline.align": False}``;
     ``None`` values are ignored so argparse defaults can be passed straight through.
     """
-    merged: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = []
     if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {p}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        _deep_merge(merged, loaded)
+        layers += [_checked(cls, d, source) for source, d in _read_yaml(Path(path))]
     if data:
-        _deep_merge(merged, dict(data))
-    env = os.environ if env is None else env
-    _deep_merge(merged, _from_env(cls, env))
+        layers.append(_checked(cls, data, "data"))
+    layers.append(_from_env(cls, os.environ if env is None else env))
+    nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        _set_dotted(merged, dotted, value)
-    return _build(cls, merged, where=cls.__name__)
+        if value is not None:
+            _set_dotted(nested, dotted, value)
+    layers.append(_checked(cls, nested, "overrides"))
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        _deep_merge(merged, layer)
+    return _build(cls, merged, "")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """The config as plain data (for logs and status messages); hides passwords."""
     out = dataclasses.asdict(obj)
 
-    def scrub(d: dict[str, Any]) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                scrub(v)
-            elif k == "password" and v:
-                d[k] = "***"
+    def scrub(cls: type, d: dict[str, Any]) -> None:
+        for name, (tp, f) in children(cls).items():
+            if is_section(tp):
+                scrub(tp, d[name])
+            elif meta_of(f).secret and d[name]:
+                d[name] = "***"
+            elif isinstance(d[name], str):
+                d[name] = _redact(d[name])
 
-    scrub(out)
+    scrub(type(obj), out)
     return out
 
 
+def env_settings(cls: type) -> dict[str, Leaf]:
+    """Environment variable → the setting of ``cls`` it sets."""
+    out = {leaf.env: leaf for leaf in leaves(cls)}
+    if "FACEWIRE_BROKER_URL" in out:
+        out["FACEWIRE_BROKER"] = out["FACEWIRE_BROKER_URL"]
+    return out
+
+
+def check_env(env: Mapping[str, str], cls: type | None = None) -> None:
+    """Raise ``ConfigError`` for each ``FACEWIRE_*`` variable that is no setting of any
+    service (nor of ``cls``) and not one of ``OTHER_ENV``."""
+    known = set(OTHER_ENV)
+    for c in [*schema.SERVICES.values(), *([cls] if cls else [])]:
+        known |= set(env_settings(c))
+    bad = [n for n in sorted(env) if n.startswith(ENV_PREFIX) and n not in known]
+    if bad:
+        raise ConfigError("\n".join(_unknown_env(n, cls) for n in bad))
+
+
 # --- internals -------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, Any]]:
+    """(source, data) of ``path`` and of the files it includes, included ones first."""
+    real = path.resolve()
+    if real in seen:
+        raise ConfigError(f"{path}: included again by itself (include loop)")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        by = f" (included by {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file not found: {path}{by}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    include = loaded.pop("include", [])
+    names = [include] if isinstance(include, str) else include
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: include = {include!r}: expected a file name or a list of them")
+    out: list[tuple[str, Any]] = []
+    for name in names:  # relative to the including file, like a shell's source
+        out += _read_yaml(path.parent / Path(name).expanduser(), (*seen, real))
+    out.append((str(path), loaded))
+    return out
+
+
+def _checked(cls: type, data: Any, source: str, prefix: str = "") -> dict[str, Any]:
+    """``data`` checked against ``cls`` and coerced to its types, as a nested dict."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {data!r}")
+    kids = children(cls)
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in kids:
+            raise ConfigError(f"{source}: unknown key {key}; {_allowed(prefix, str(name), kids)}")
+        tp, f = kids[name]
+        if is_section(tp):
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            if value is None:  # a section whose keys are all commented out
+                value = {}
+            if not isinstance(value, Mapping):
+                hint = meta_of(f).hint
+                raise ConfigError(
+                    f"{source}: {key} = {value!r}: expected a section with the keys "
+                    f"{', '.join(children(tp))}" + (f" ({hint})" if hint else "")
+                )
+            out[name] = _checked(tp, value, source, key + ".")
+        else:
+            out[name] = _coerced(Leaf(key, tp, f.default, meta_of(f)), value, source)
+    return out
+
+
+def _coerced(leaf: Leaf, value: Any, source: str) -> Any:
+    try:
+        return leaf.coerce(value)
+    except Invalid as exc:
+        raise ConfigError(f"{source}: {leaf.key} = {_shown(leaf, value)}: {exc}") from None
+
+
+def _shown(leaf: Leaf, value: Any) -> str:
+    if leaf.meta.secret:
+        return "'***'"
+    return repr(_redact(value) if isinstance(value, str) else value)
+
+
+def _redact(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host`` URL hidden."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", text)
+
+
+def _allowed(prefix: str, name: str, kids: Mapping[str, Any]) -> str:
+    level = prefix.rstrip(".")
+    close = difflib.get_close_matches(name, list(kids), n=1)
+    guess = f"did you mean {prefix}{close[0]}? " if close else ""
+    where = f"in {level}" if level else "at the top level"
+    return f"{guess}allowed {where}: {', '.join(sorted(kids))}"
+
+
+def _from_env(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of ``cls`` in ``env``; other services' variables are left alone."""
+    check_env(env, cls)
+    own = env_settings(cls)
+    out: dict[str, Any] = {}
+    for name in sorted(env):  # FACEWIRE_BROKER before FACEWIRE_BROKER_URL: the longer wins
+        leaf = own.get(name)
+        if leaf is not None:
+            _set_dotted(out, leaf.key, _coerced(leaf, env[name], name))
+    return out
+
+
+def _tree(classes: list[type]) -> dict[str, Any]:
+    """Field names of all ``classes`` merged: name → subtree (section) or None."""
+    out: dict[str, Any] = {}
+    for cls in classes:
+        for name, (tp, _) in children(cls).items():
+            if is_section(tp):
+                out[name] = {**(out.get(name) or {}), **_tree([tp])}
+            else:
+                out.setdefault(name, None)
+    return out
+
+
+def _unknown_env(name: str, cls: type | None) -> str:
+    """One line: the variable, the key it would be, what that level allows."""
+    classes = [*schema.SERVICES.values(), *([cls] if cls else [])]
+    node, path = _tree(classes), []
+    rest = name[len(ENV_PREFIX) :].lower()
+    while True:  # the field names hold underscores too: follow the sections that fit
+        subs = [k for k, v in node.items() if v is not None and rest.startswith(k + "_")]
+        if not subs:
+            break
+        k = max(subs, key=len)
+        path.append(k)
+        node, rest = node[k], rest[len(k) + 1 :]
+    key = ".".join([*path, rest])
+    prefix = "".join(p + "." for p in path)
+    if isinstance(node.get(rest), dict):
+        what = f"{key} is a section, not a setting"
+    else:
+        what = f"no service has a setting {key}"
+    names = sorted({n for c in classes for n in env_settings(c)})
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f"did you mean {close[0]}? " if close else ""
+    level = prefix.rstrip(".")
+    where = f"in {level}" if level else "at the top level"
+    return f"{name}: {what}; {guess}allowed {where}: {', '.join(sorted(node))}"
 
 
 def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
@@ -113,91 +276,27 @@ def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     for key in parents:
-        d = d.setdefault(key, {})
+        nxt = d.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {key} is a setting, not a section")
+        d = nxt
     d[last] = value
 
 
-def _from_env(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
-    """Collect ``FACEWIRE_<SECTION>_<KEY>`` for the fields ``cls`` actually has."""
-    out: dict[str, Any] = {}
-    broker_url = env.get("FACEWIRE_BROKER")
-    hints = typing.get_type_hints(cls)
-    if broker_url and "broker" in hints:
-        out["broker"] = {"url": broker_url}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type,unused-ignore]
-        sub = hints[f.name]
-        if dataclasses.is_dataclass(sub):
-            for g in dataclasses.fields(sub):
-                key = f"FACEWIRE_{f.name}_{g.name}".upper()
-                if key in env:
-                    out.setdefault(f.name, {})[g.name] = env[key]
-        else:
-            key = f"FACEWIRE_{f.name}".upper()
-            if key in env and f.name != "broker":
-                out[f.name] = env[key]
-    return out
-
-
-def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+    """``cls`` from checked ``data``, then its cross-field checks (``validate()``)."""
+    kids = children(cls)
+    kwargs: dict[str, Any] = {}
+    for name, (tp, _) in kids.items():
+        if is_section(tp):
+            kwargs[name] = _build(tp, data.get(name, {}), f"{prefix}{name}.")
+        elif name in data:
+            kwargs[name] = data[name]
     try:
         obj = cls(**kwargs)
         check = getattr(obj, "validate", None)
         if check is not None:
             check()
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
     return obj
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if dataclasses.is_dataclass(value):
-            return value
-        return _build(tp, value, where)  # type: ignore[arg-type]
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        seq = [_coerce(item, v, where) for v in value]
-        return tuple(seq) if origin is tuple else seq
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int | str) and str(value).lower() in {"1", "true", "yes", "on"}:
-            return True
-        if isinstance(value, int | str) and str(value).lower() in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a {tp.__name__}, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, dict | list):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value

@@ -1,10 +1,31 @@
-"""The config dataclasses. Defaults here are the ones a fresh install runs with."""
+"""Every setting of every service, written once: type, default, range or choices, help.
+
+The loader (``facewire.config``), the command-line flags (``facewire.config.cli``) and
+the reference (``docs/configuration.md``, ``facewire config reference``) all read
+them from here. Defaults here are the ones a fresh install runs with; comments say
+why a default is what it is, ``help`` says what the setting does.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+
+from facewire.config.fields import section, setting
+
+MUST_AGREE = "edge and classifier must agree"
+BROKER_HINT = "for an address set broker.url or FACEWIRE_BROKER"
+
+
+def check_broker_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is empty or a usable broker URL."""
+    if not url:
+        return
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ValueError("scheme must be mqtt:// or mqtts://")
+    _ = parts.port  # raises ValueError for a port out of range
 
 
 @dataclass
@@ -19,28 +40,36 @@ class BrokerConfig:
     ('broker.lan', 8883, True, 'node1')
     """
 
-    url: str = ""
-    host: str = "127.0.0.1"
-    port: int = 1883
-    tls: bool = False
-    ca_certs: str = ""
-    certfile: str = ""
-    keyfile: str = ""
-    tls_insecure: bool = False
-    username: str = ""
-    password: str = ""
-    keepalive: int = 30
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    url: str = setting(
+        "",
+        "broker address, mqtt://[user:pass@]host:port or mqtts://… for TLS; when set it "
+        "overrides host, port, tls, username and password (env also FACEWIRE_BROKER)",
+        flag="--broker",
+        metavar="URL",
+        check=check_broker_url,
+    )
+    host: str = setting("127.0.0.1", "broker host name or address")
+    port: int = setting(1883, "broker port", min=1, max=65535)
+    tls: bool = setting(False, "connect with TLS")
+    ca_certs: str = setting("", "CA certificate file to check the broker's (empty: the system's)")
+    certfile: str = setting("", "client certificate file, for brokers that want one")
+    keyfile: str = setting("", "private key of certfile")
+    tls_insecure: bool = setting(False, "do not check the broker's host name (testing only)")
+    username: str = setting("", "MQTT username; an edge node's is its node id")
+    password: str = setting("", "MQTT password", secret=True)
+    keepalive: int = setting(30, "seconds between MQTT pings (0: none)", min=0, max=65535)
+    reconnect_min_s: float = setting(0.5, "first wait before reconnecting, seconds", gt=0)
+    reconnect_max_s: float = setting(
+        30.0, "longest wait between reconnects (the wait doubles up to it), seconds", gt=0
+    )
 
     def __post_init__(self) -> None:
         if self.url:
             self.apply_url(self.url)
 
     def apply_url(self, url: str) -> None:
+        check_broker_url(url)
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"broker url {url!r}: scheme must be mqtt:// or mqtts://")
         self.tls = parts.scheme in ("mqtts", "ssl")
         self.host = parts.hostname or self.host
         self.port = parts.port or (8883 if self.tls else 1883)
@@ -49,6 +78,10 @@ class BrokerConfig:
         if parts.password:
             self.password = unquote(parts.password)
         self.url = url
+
+    def validate(self) -> None:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
 
     @property
     def address(self) -> str:
@@ -66,124 +99,212 @@ class DetectorConfig:
     in a 640×480 frame; at 256 (−1.5 ms) only from ~50 px.
     """
 
-    kind: Literal["haar", "yunet"] = "yunet"
-    cascade: str = "haarcascade_frontalface_default.xml"
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    # Smallest face box kept, in pixels of the original frame. Empty: the detector's
-    # default, Haar 30; YuNet 20 (its boxes are tight: 7 sample photos with 22–29 px
-    # wide faces were dropped at 30, and keeping them cost no accuracy).
-    min_size: int | None = None
-    detect_width: int = 320  # frames wider than this are downscaled before detection
-    # Pad the (downscaled) frame by this share of its longer side, repeating edge pixels,
-    # so faces touching the border are found. Empty: the detector's own default. Haar
-    # needs it (0.15) on tightly cropped gallery photos (measured on the sample: 264 →
-    # 286 of 290 photos found); YuNet finds those unpadded (0), and padding costs it
-    # 1.8× the pixels (6 → 11 ms per frame) for the same faces and the same accuracy.
-    pad: float | None = None
-    largest_only: bool = False
-    score_threshold: float = 0.7  # YuNet only: minimum face confidence
-
-    def validate(self) -> None:
-        if self.scale_factor <= 1.0:
-            raise ValueError("detector.scale_factor must be > 1.0")
-        if self.min_neighbors < 0 or (self.min_size or 1) < 1 or self.detect_width < 32:
-            raise ValueError("detector: min_neighbors >= 0, min_size >= 1, detect_width >= 32")
-        if self.pad is not None and not 0.0 <= self.pad <= 1.0:
-            raise ValueError("detector.pad must be within 0..1")
+    kind: Literal["haar", "yunet"] = setting(
+        "yunet",
+        f"face detector: yunet (`facewire models prepare yunet`) or haar (needs no model "
+        f"file); {MUST_AGREE}",
+        flag="--detector",
+    )
+    cascade: str = setting("haarcascade_frontalface_default.xml", "haar only: OpenCV cascade file")
+    scale_factor: float = setting(1.1, "haar only: image pyramid step", gt=1.0)
+    min_neighbors: int = setting(5, "haar only: overlapping hits a face needs", min=0)
+    # YuNet's boxes are tight: 7 sample photos with 22–29 px wide faces were dropped at
+    # 30, and keeping them cost no accuracy.
+    min_size: int | None = setting(
+        None,
+        "smallest face box kept, pixels of the original frame (null: haar 30, yunet 20)",
+        min=1,
+    )
+    detect_width: int = setting(
+        320, "frames wider than this are downscaled before detection, pixels", min=32
+    )
+    # Haar needs padding (0.15) on tightly cropped gallery photos (measured on the
+    # sample: 264 → 286 of 290 photos found); YuNet finds those unpadded, and padding
+    # costs it 1.8× the pixels (6 → 11 ms per frame) for the same faces and accuracy.
+    pad: float | None = setting(
+        None,
+        "pad the downscaled frame by this share of its longer side, repeating edge pixels, "
+        "so faces touching the border are found (null: haar 0.15, yunet 0)",
+        min=0.0,
+        max=1.0,
+    )
+    largest_only: bool = setting(False, "keep only the largest face of a frame")
+    score_threshold: float = setting(0.7, "yunet only: minimum face confidence", min=0.0, max=1.0)
 
 
 @dataclass
 class PipelineConfig:
     """Pixels → vectors, shared by the edge and the gallery builder."""
 
-    model: str = "sface"
-    models_dir: str = ""  # empty: the models/ folder of this install
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    mesh: bool = True  # FaceMesh face-oval mask: blank the background inside the box
-    align: bool = True  # FaceMesh eyes/nose/mouth → similarity warp onto a fixed template
-    # How the 468 landmarks are found. "landmarks" (default): MediaPipe's face landmark
-    # model alone (face_landmark.onnx, `facewire models prepare face_landmark`) on a
-    # region placed from the detector's box and eyes, ~2.4 ms per face; "mediapipe":
-    # MediaPipe's whole FaceMesh graph, which finds the face again on the crop first
-    # (~5–14 ms per face). Same names on both accuracy sets (docs/benchmarks.md);
-    # 3–4 ms less per face. Edge and classifier must use the same.
-    mesh_runtime: Literal["landmarks", "mediapipe"] = "landmarks"
-    mesh_margin: float = 0.35  # mediapipe only: box grown by this fraction per side
-    # A face FaceMesh cannot mesh: "fallback" keeps it as an unaligned, unmasked crop,
-    # "drop" discards it (fewer answers, fewer wrong ones).
-    on_mesh_miss: Literal["fallback", "drop"] = "fallback"
-    threads: int = 0  # ONNX Runtime intra-op threads; 0 = library default
-    # What the embedder's ONNX Runtime threads do between ops: "run" spins during a run
-    # and sleeps after it (CLIP int8 −2.5 to −4 ms per face on 2 cores, alternating
-    # runs); "off" sleeps between ops too; "on" (ONNX Runtime's own default) also spins
-    # after a run, taking the CPU the next frame's detector needs.
-    ort_spinning: Literal["run", "off", "on"] = "run"
-
-    def validate(self) -> None:
-        if not 0.0 <= self.mesh_margin <= 2.0:
-            raise ValueError("pipeline.mesh_margin must be within 0..2")
+    model: str = setting(
+        "sface",
+        f"embedder: sface, clip-vit-b32 or clip-vit-b32-int8 (`facewire models list`); "
+        f"{MUST_AGREE}",
+        flag="--model",
+    )
+    models_dir: str = setting(
+        "", "folder with the model files (empty: $FACEWIRE_MODELS_DIR, else this install's)"
+    )
+    detector: DetectorConfig = section(DetectorConfig, "the face detector")
+    mesh: bool = setting(
+        True,
+        f"blank the background inside the face box with FaceMesh's face oval; {MUST_AGREE}",
+        flag="--no-mesh",
+    )
+    align: bool = setting(
+        True,
+        "FaceMesh's eyes, nose and mouth warped onto a fixed template (off: an unaligned "
+        f"square crop of the box); {MUST_AGREE}",
+        flag="--no-align",
+    )
+    # "landmarks" is ~2.4 ms per face against ~5–14 ms for the whole graph, with the
+    # same names on both accuracy sets (docs/benchmarks.md).
+    mesh_runtime: Literal["landmarks", "mediapipe"] = setting(
+        "landmarks",
+        "how the 468 FaceMesh landmarks are found: landmarks (MediaPipe's landmark model "
+        "alone, face_landmark.onnx, on a region placed from the detector's box and eyes) "
+        f"or mediapipe (its whole FaceMesh graph, which finds the face again); {MUST_AGREE}",
+    )
+    mesh_margin: float = setting(
+        0.35, "mediapipe only: the box grown by this share per side", min=0.0, max=2.0
+    )
+    on_mesh_miss: Literal["fallback", "drop"] = setting(
+        "fallback",
+        "a face FaceMesh cannot mesh: fallback keeps it as an unaligned, unmasked crop, "
+        "drop discards it (fewer answers, fewer wrong ones)",
+        flag="--on-mesh-miss",
+    )
+    threads: int = setting(0, "ONNX Runtime intra-op threads (0: the library's default)", min=0)
+    # "run": CLIP int8 −2.5 to −4 ms per face on 2 cores (alternating runs).
+    ort_spinning: Literal["run", "off", "on"] = setting(
+        "run",
+        "what the embedder's ONNX Runtime threads do between ops: run spins during a run "
+        "and sleeps after it; off sleeps between ops too; on (ONNX Runtime's own default) "
+        "also spins after a run, taking the CPU the next frame's detector needs",
+    )
 
 
 @dataclass
 class SearchConfig:
     """k-NN voting over the gallery."""
 
-    k: int = 5
-    threshold: float = 0.363  # cosine; below it the answer is "unknown"
-    # auto: exact (flat) up to ivf_above vectors, inverted lists (ivf) up to
-    # hnsw_above, HNSW beyond; see classifier.search.make_index
-    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
-    ivf_above: int = 5_000
-    hnsw_above: int = 200_000
-    nprobe: int = 0  # ivf: cells scanned per query (0: auto, max(8, cells / 64))
-    ef_search: int = 64  # hnsw: candidates kept per query
-    threads: int = 1  # FAISS threads for the search worker
-
-    def validate(self) -> None:
-        if self.k < 1:
-            raise ValueError("search.k must be >= 1")
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError("search.threshold must be within -1..1")
-        if self.nprobe < 0 or self.ef_search < 1:
-            raise ValueError("search.nprobe must be >= 0 and search.ef_search >= 1")
+    k: int = setting(5, "nearest gallery vectors that vote", min=1, flag="-k")
+    # SFace's usual cosine threshold; the classifier publishes a calibrated one on
+    # faces/stats/thresholds.
+    threshold: float = setting(
+        0.363,
+        "cosine similarity under which a face is 'unknown'",
+        min=-1.0,
+        max=1.0,
+        flag="--threshold",
+    )
+    index: Literal["auto", "flat", "ivf", "hnsw"] = setting(
+        "auto",
+        "FAISS index: flat (exact), ivf (inverted lists), hnsw (graph); auto: flat up to "
+        "ivf_above vectors, ivf up to hnsw_above, hnsw beyond",
+    )
+    ivf_above: int = setting(5_000, "auto: inverted lists above this many vectors", min=0)
+    hnsw_above: int = setting(200_000, "auto: HNSW above this many vectors", min=0)
+    nprobe: int = setting(0, "ivf: cells scanned per query (0: max(8, cells / 64))", min=0)
+    ef_search: int = setting(64, "hnsw: candidates kept per query", min=1)
+    threads: int = setting(1, "FAISS threads of the search worker (0 counts as 1)", min=0)
 
 
 @dataclass
 class EdgeConfig:
-    node: str = "edge1"
-    source: str = "0"
-    fps: float = 5.0
-    loop: bool = False
-    dedup_distance: float = 0.15  # cosine distance under which a face counts as "the same"
-    dedup_seconds: float = 3.0  # ...unless this long has passed since it was sent
-    status_interval_s: float = 5.0
-    qos: int = 1
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    """The edge daemon, ``facewire edge``: camera → faces → embeddings on the broker."""
+
+    node: str = setting(
+        "edge1",
+        "node id, also its MQTT username; it publishes under faces/<node>/",
+        flag="--node",
+    )
+    source: str = setting(
+        "0",
+        "webcam index (0), video file, rtsp/http URL, or a folder of images",
+        flag="--source",
+    )
+    fps: float = setting(
+        5.0,
+        "frames per second to process; a folder is replayed at this rate (0: as fast as possible)",
+        min=0.0,
+        flag="--fps",
+    )
+    loop: bool = setting(False, "replay a folder or video forever", flag="--loop")
+    dedup_distance: float = setting(
+        0.15,
+        "cosine distance under which a face in the same place counts as the one just "
+        "sent and is not sent again (0: send all)",
+        min=0.0,
+        max=2.0,
+        flag="--dedup-distance",
+    )
+    dedup_seconds: float = setting(
+        3.0, "send the same face again after this many seconds", min=0.0, flag="--dedup-seconds"
+    )
+    status_interval_s: float = setting(
+        5.0, "seconds between status messages (faces/<node>/status)", gt=0
+    )
+    qos: int = setting(1, "MQTT QoS of the embeddings", min=0, max=2)
+    pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
+    broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
 
 
 @dataclass
 class ClassifierConfig:
-    dataset: str = "dataset/gallery"
-    group: str = ""  # MQTT v5 shared-subscription group; empty = plain subscription
-    queue_size: int = 64  # per node; a full queue drops its oldest message
-    # Most queued messages searched in one FAISS call. Only a backlog fills a batch, so
-    # this trades nothing at normal rates; saturated, 64 took ~10 % more per second
-    # than 32 (10k gallery, alternating runs).
-    batch_max: int = 64
-    stats_interval_s: float = 2.0
-    stats_window: int = 1000  # recent queries kept for the live threshold statistics
-    cache_dir: str = ""  # empty: <dataset>/.facewire-cache
-    search: SearchConfig = field(default_factory=SearchConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    """The classifier, ``facewire classifier``: gallery, then embeddings → names."""
+
+    dataset: str = setting(
+        "dataset/gallery", "gallery folder: <person>/[<subdir>/]<image>", flag="--dataset"
+    )
+    group: str = setting(
+        "",
+        "MQTT v5 shared-subscription group, to split the load across replicas "
+        "(empty: a plain subscription)",
+        flag="--group",
+    )
+    queue_size: int = setting(
+        64,
+        "messages queued per node; a full queue drops its oldest and says so",
+        min=1,
+        flag="--queue-size",
+    )
+    # Only a backlog fills a batch, so this trades nothing at normal rates; saturated,
+    # 64 took ~10 % more per second than 32 (10k gallery, alternating runs).
+    batch_max: int = setting(64, "most queued messages searched in one FAISS call", min=1)
+    stats_interval_s: float = setting(
+        2.0, "seconds between status and threshold statistics messages", gt=0
+    )
+    stats_window: int = setting(
+        1000, "recent queries kept for the live threshold statistics", min=1
+    )
+    cache_dir: str = setting("", "gallery embedding cache (empty: <dataset>/.facewire-cache)")
+    search: SearchConfig = section(SearchConfig, "k-NN search and voting")
+    pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
+    broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
 
 
 @dataclass
 class MonitorConfig:
-    host: str = "127.0.0.1"
-    port: int = 6010
-    db: str = "var/monitor.sqlite3"
-    window: int = 500  # detections kept in memory for the live pages
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    """The web monitor, ``facewire monitor``: detection log and live pages."""
+
+    host: str = setting("127.0.0.1", "address to serve the pages on", flag="--host")
+    port: int = setting(6010, "HTTP port (0: any free one)", min=0, max=65535, flag="--port")
+    db: str = setting("var/monitor.sqlite3", "SQLite detection log", flag="--db", metavar="PATH")
+    window: int = setting(
+        500,
+        "newest detections kept in memory for the live pages",
+        min=1,
+        flag="--window",
+        metavar="N",
+    )
+    broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
+
+
+# The services, for the environment check (a variable must name a setting of one of
+# them) and the reference.
+SERVICES: dict[str, type] = {
+    "edge": EdgeConfig,
+    "classifier": ClassifierConfig,
+    "monitor": MonitorConfig,
+}

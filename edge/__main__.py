@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from facewire import config
-from facewire.config.cli import add_broker_argument, add_pipeline_arguments, pipeline_overrides
+from facewire.config.cli import PIPELINE_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import EdgeConfig
 from facewire.edge.daemon import EdgeNode
 from facewire.edge.sources import open_source
@@ -26,36 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, default=None, help="YAML config (default: config/edge.yaml)"
     )
-    p.add_argument("--node", default=None, help="node id, also its MQTT username (e.g. door)")
-    p.add_argument(
-        "--source",
-        default=None,
-        help="webcam index (0), video file, rtsp/http URL, or a folder of images",
-    )
-    p.add_argument(
-        "--fps",
-        type=float,
-        default=None,
-        help="frames per second to process (0: as fast as possible)",
-    )
-    p.add_argument(
-        "--loop", action="store_true", default=None, help="replay a folder or video forever"
-    )
+    for key in ("node", "source", "fps", "loop"):
+        add_setting_flag(p, key, cls=EdgeConfig)
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: never)")
-    add_broker_argument(p)
-    add_pipeline_arguments(p)
-    p.add_argument(
-        "--dedup-distance",
-        type=float,
-        default=None,
-        help="cosine distance under which a face is not re-sent (0: send all)",
-    )
-    p.add_argument(
-        "--dedup-seconds",
-        type=float,
-        default=None,
-        help="re-send the same face after this many seconds",
-    )
+    for key in ("broker.url", *PIPELINE_FLAGS, "dedup_distance", "dedup_seconds"):
+        add_setting_flag(p, key, cls=EdgeConfig)
     p.add_argument(
         "--print-results", action="store_true", help="print each result as a JSON line on stdout"
     )
@@ -68,16 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(
             EdgeConfig,
             args.config or config.default_path("edge"),
-            overrides={
-                "node": args.node,
-                "source": args.source,
-                "fps": args.fps,
-                "loop": args.loop,
-                "broker.url": args.broker,
-                **pipeline_overrides(args),
-                "dedup_distance": args.dedup_distance,
-                "dedup_seconds": args.dedup_seconds,
-            },
+            overrides=overrides_from(args),
         )
         node = EdgeNode(cfg)
     except (config.ConfigError, ValueError, FileNotFoundError) as exc:

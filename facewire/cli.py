@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "models": ("facewire.models.commands", "prepare, export and list model files"),
     "bench": ("facewire.bench.__main__", "benchmarks: embed, edge, classifier, pipeline"),
+    "config": ("facewire.config.cli", "every setting (reference) or what a service would run with"),
 }
 
 

@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with gallery/, probes/, unknown/",
     )
     p.add_argument(
-        "--model", default="sface", help="embedder for edge and classifier (default: %(default)s)"
+        "--model",
+        default=None,
+        help="embedder for edge and classifier (default: pipeline.model of config/pipeline.yaml)",
     )
     p.add_argument(
         "--seconds",
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             broker = start_broker(args.broker_port, Path(tmp))
             if broker is not None:
                 procs.append(("mosquitto", broker))
-            common = ["--broker", broker_url, "--model", args.model]
+            common = ["--broker", broker_url, *(["--model", args.model] if args.model else [])]
 
             def spawn(name: str, *cmd: str) -> subprocess.Popen[bytes]:
                 # own session: a terminal's Ctrl-C reaches only the demo, which then

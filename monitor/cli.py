@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from facewire import config
+from facewire.config.cli import add_setting_flag, overrides_from
 from facewire.config.schema import MonitorConfig
 
 log = logging.getLogger("monitor")
@@ -27,7 +28,8 @@ and serves live pages:
 and JSON at /log, /log/stream, /nodes, /threshold_stats, /errors, /healthz.
 
 Settings come from the config file, then FACEWIRE_* environment variables
-(e.g. FACEWIRE_BROKER=mqtt://host:1883, FACEWIRE_PORT=6010), then these flags."""
+(e.g. FACEWIRE_BROKER=mqtt://host:1883, FACEWIRE_PORT=8080), then these flags;
+every one is listed in docs/configuration.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,17 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="YAML config (default: config/monitor.yaml of this install, if present)",
     )
-    p.add_argument(
-        "--broker", metavar="URL", help="MQTT broker, mqtt://[user:pass@]host:port or mqtts://…"
-    )
-    p.add_argument("--host", help="address to serve the pages on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="HTTP port (default 6010)")
-    p.add_argument(
-        "--db", metavar="PATH", help="SQLite detection log (default var/monitor.sqlite3)"
-    )
-    p.add_argument(
-        "--window", type=int, metavar="N", help="newest detections kept in memory (default 500)"
-    )
+    for key in ("broker.url", "host", "port", "db", "window"):
+        add_setting_flag(p, key, cls=MonitorConfig)
     p.add_argument(
         "--connect-timeout",
         type=float,
@@ -69,14 +62,7 @@ def load_config(args: argparse.Namespace) -> MonitorConfig:
     if path is None:
         default = config.default_path("monitor")
         path = default if default.exists() else None
-    overrides = {
-        "host": args.host,
-        "port": args.port,
-        "db": args.db,
-        "window": args.window,
-        "broker.url": args.broker,
-    }
-    return config.load(MonitorConfig, path, overrides=overrides)
+    return config.load(MonitorConfig, path, overrides=overrides_from(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,9 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args)
     except config.ConfigError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
-        return 2
-    if cfg.window < 1:
-        print("monitor: window must be >= 1", file=sys.stderr)
         return 2
 
     # Imported here so --help works even where Flask or the bus are missing.

@@ -21,7 +21,11 @@ def test_shipped_yaml_files_load():
 def test_unknown_key_names_the_key_and_the_allowed_ones(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("search:\n  treshold: 0.5\n")
-    with pytest.raises(config.ConfigError, match=r"treshold.*allowed: .*threshold"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"c\.yaml: unknown key search\.treshold; did you mean search\.threshold\? "
+        r"allowed in search: .*threshold",
+    ):
         config.load(ClassifierConfig, p, env={})
 
 
