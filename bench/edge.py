@@ -50,18 +50,19 @@ COLUMNS = [
 def pick_photos(n: int = 3) -> list[Path]:
     """``n`` probe photos of different people whose face Haar finds in a composed frame
     (the first such photo per person, people in sorted order: the same every run)."""
+    from facewire.classifier.gallery import iter_people
     from facewire.models.detect import HaarDetector
 
     detector = HaarDetector()
-    chosen: list[Path] = []
-    for person in sorted(p for p in (ROOT / "dataset" / "probes").iterdir() if p.is_dir()):
-        for photo in sorted(person.rglob("*.jpg")):
-            grey = cv2.cvtColor(compose_frame([photo]), cv2.COLOR_BGR2GRAY)
-            if len(detector.detect(grey)) == 1:
-                chosen.append(photo)
-                break
-        if len(chosen) == n:
-            return chosen
+    chosen: dict[str, Path] = {}
+    for person, photo in iter_people(ROOT / "dataset" / "probes", photos_only=True):
+        if person in chosen:
+            continue
+        grey = cv2.cvtColor(compose_frame([photo]), cv2.COLOR_BGR2GRAY)
+        if len(detector.detect(grey)) == 1:
+            chosen[person] = photo
+            if len(chosen) == n:
+                return list(chosen.values())
     raise SystemExit(f"fewer than {n} probe photos with a detectable face in dataset/probes")
 
 

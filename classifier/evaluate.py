@@ -77,7 +77,9 @@ class Report:
 
 
 def probe_files(root: Path, subdir: str = "") -> list[tuple[str, Path]]:
-    return list(iter_people(root, subdir))
+    """(person, photo) below ``root/<person>/[subdir/]``: a file that is no photo is no
+    probe (the gallery, by contrast, lists and reports it)."""
+    return list(iter_people(root, subdir, photos_only=True))
 
 
 def run_probes(

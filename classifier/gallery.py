@@ -24,10 +24,9 @@ import cv2
 import numpy as np
 
 from facewire.models import FacePipeline
+from facewire.models.files import is_photo, list_files, list_photos
 
 log = logging.getLogger("facewire.gallery")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
 
 
 @dataclass
@@ -71,19 +70,22 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def iter_people(root: Path, subdir: str = "") -> Iterator[tuple[str, Path]]:
-    """(person, file) for every file below ``root/<person>/[subdir/]``, sorted, hidden
-    files skipped. ``subdir`` picks one split of a ``<person>/{train,test}/`` layout."""
+def iter_people(
+    root: Path, subdir: str = "", photos_only: bool = False
+) -> Iterator[tuple[str, Path]]:
+    """(person, file) for every file below ``root/<person>/[subdir/]``, sorted
+    (``list_files``: hidden files skipped, links out of a person's folder not followed;
+    a ``<person>`` folder itself may be a link). ``subdir`` picks one split of a
+    ``<person>/{train,test}/`` layout; ``photos_only`` leaves out what is no photo."""
     if not root.is_dir():
         raise FileNotFoundError(f"gallery folder not found: {root}")
+    listing = list_photos if photos_only else list_files
     for person_dir in sorted(
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
         files_dir = person_dir / subdir if subdir else person_dir
-        for f in sorted(files_dir.rglob("*")):
-            rel = f.relative_to(person_dir)
-            if f.is_file() and not any(part.startswith(".") for part in rel.parts):
-                yield person_dir.name, f
+        for f in listing(files_dir):
+            yield person_dir.name, f
 
 
 def _pipeline_key(pipeline: FacePipeline) -> str:
@@ -150,7 +152,7 @@ class EmbeddingCache:
 
 def embed_file(pipeline: FacePipeline, f: Path) -> tuple[np.ndarray | None, str]:
     """The vector of the largest face in ``f``, or ``(None, reason)``."""
-    if f.suffix.lower() not in IMAGE_SUFFIXES:
+    if not is_photo(f):
         return None, "not an image file"
     try:
         image = read_image(f)

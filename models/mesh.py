@@ -91,14 +91,9 @@ class FaceMesher:
     around the face; the crop is padded with edge pixels where the box meets the
     frame border. Returns 468 landmarks in frame pixels, or ``None``.
 
-    Measured on 2 cores, one ~95×130 px face: ~5 ms per face, almost all inside
-    MediaPipe's graph (its face detector on a 128×128 input, then the landmark model
-    on 192×192), so the crop size changes nothing (``max_side`` 256, 192, 160, 128 all
-    4.7–5.3 ms). ``static_image_mode=False`` (tracking: the previous face's landmarks
-    place the next one, skipping the detector) took 3.0–3.5 ms, but each face's
-    landmarks would then depend on the face processed before it, in a frame or in the
-    gallery, so it stays off. ``refine_landmarks`` (iris model) stays off: alignment
-    uses eye corners.
+    ``static_image_mode`` stays on: with tracking, a face's landmarks would depend on
+    the face processed before it (in a frame or in the gallery). ``refine_landmarks``
+    (the iris model) stays off: alignment uses eye corners.
     """
 
     def __init__(self, margin: float = 0.35, max_side: int = 256) -> None:
@@ -206,11 +201,9 @@ class LandmarkMesher:
     ``face_flag`` logit, MediaPipe's own threshold 0.5) below ``min_score`` means no
     face: ``None``, as FaceMesh does.
 
-    ``scale`` 1.3 and ``shift`` 0.05 were fitted on the sample's gallery and probes
-    (132 YuNet faces) against FaceMesh's landmarks: mean error 2.1 % of the inter-ocular
-    distance, p95 3.0 % (FaceMesh itself on a 0.35 vs 0.5 margin crop: 1.2 %, 1.9 %);
-    1.5 (MediaPipe's factor for its own detector's box) gave 3.1 % / 6.3 %, since
-    YuNet's box is tighter. ~2 ms per face on 2 cores against ~5–9 ms for FaceMesh.
+    ``scale`` 1.3 and ``shift`` 0.05 were fitted against FaceMesh's landmarks on the
+    sample's faces (YuNet's box is tighter than MediaPipe's detector's, whose factor is
+    1.5); the fit is in docs/benchmarks.md.
     """
 
     def __init__(
@@ -228,7 +221,7 @@ class LandmarkMesher:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing; make it with: facewire models prepare all")
         opts = ort.SessionOptions()
-        # One thread: a 192×192 input is too small to share (2 threads ran slower).
+        # one thread: a 192×192 input is too small to share between threads
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(

@@ -95,27 +95,20 @@ class FacePipeline:
     @property
     def model_id(self) -> str:
         """The embedder's id (name + weights hash) and ``crop_tag``, e.g.
-        ``sface-338578e8+lm``: what a vector is comparable with. The same weights on
-        crops made another way give vectors ~0.1 of cosine apart, so an edge and a
-        classifier that disagree on the crop get a ``wrong_model`` error, not
-        quietly worse answers."""
+        ``sface-338578e8+lm``: what a vector is comparable with. An edge and a
+        classifier that disagree on the crop get a ``wrong_model`` error, not quietly
+        worse answers (docs/protocol.md)."""
         return f"{self.embedder.model_id}+{crop_tag(self.cfg)}"
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Faces with boxes and quality only (no crops, no vectors)."""
         t0 = time.perf_counter()
         found = self.detector.detect_points(frame)
-        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        quality = [Quality.measure(frame, box) for box, _ in found]
         detect_ms = _ms(t0)
         return [
-            Face(
-                box=b,
-                index=i,
-                points=p,
-                quality=Quality.measure(grey, b),
-                stages={"detect_ms": detect_ms},
-            )
-            for i, (b, p) in enumerate(found)
+            Face(box=b, index=i, points=p, quality=q, stages={"detect_ms": detect_ms})
+            for i, ((b, p), q) in enumerate(zip(found, quality, strict=True))
         ]
 
     def prepare(self, frame: np.ndarray, face: Face) -> bool:
@@ -191,12 +184,12 @@ def face_crops(
     folder: Path, size: int, count: int, cfg: PipelineConfig | None = None
 ) -> list[np.ndarray]:
     """Up to ``count`` crops of ``size`` px as the edge makes them (detect → mesh →
-    align), the largest face of each photo, photos spread over ``folder``."""
-    files = spread_photos(folder, count)
+    align), the largest face of each photo, photos spread over the people of ``folder``
+    (``spread_photos``)."""
     pipeline = FacePipeline(cfg or PipelineConfig(), embedder=CropsOnly(size))
     crops: list[np.ndarray] = []
     try:
-        for f in files:
+        for f in spread_photos(folder):
             frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
             faces = [] if frame is None else pipeline.detect(frame)
             if faces and pipeline.prepare(frame, faces[0]) and faces[0].crop is not None:

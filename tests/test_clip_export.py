@@ -26,14 +26,10 @@ import onnx
 import pytest
 
 from facewire.models.embedders import clip_preprocess, get_embedder, l2_normalise
-from facewire.models.files import sha256, write_sidecar
-from facewire.models.tools.export_clip import (
-    ExportError,
-    export_clip,
-    load_model,
-    random_model,
-    torch_embeds,
-)
+from facewire.models.files import list_photos, sha256, write_sidecar
+from facewire.models.tools.clip_load import ExportError, load_model, random_model
+from facewire.models.tools.clip_verify import torch_embeds
+from facewire.models.tools.export_clip import export_clip
 from tests.conftest import DATASET, ROOT
 
 SEED = 0
@@ -80,7 +76,7 @@ def torch_model() -> Any:
 
 
 def face_photos(folder: Path, n: int) -> list[np.ndarray]:
-    files = sorted(folder.rglob("*.jpg"))
+    files = list_photos(folder)
     files = files[:: max(1, len(files) // n)][:n]
     return [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
 
@@ -294,7 +290,7 @@ def test_export_from_a_local_copy_of_the_hub_files(tmp_path):
 def test_parity_is_checked_on_the_crops_the_edge_makes():
     """The export's check images: aligned, masked face crops where faces are found,
     the photos themselves where not (here: photos without faces), noise without photos."""
-    from facewire.models.tools.export_clip import check_images
+    from facewire.models.tools.clip_verify import check_images
 
     crops, described = check_images(DATASET / "gallery", 3)
     assert described == "3 face crops (detect → mesh → align) from gallery/"

@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor
 
 from facewire.models.embedders import CLIP_MEAN, CLIP_STD, clip_preprocess, pil_bicubic_resize
+from facewire.models.files import list_photos
 from tests.conftest import DATASET
 
 PIL_MAJOR = int(PIL.__version__.split(".")[0])
@@ -40,7 +41,7 @@ SIZES = [
 
 def photos(n: int = 6) -> list[np.ndarray]:
     """Real face photos spread over the sample's people (BGR, 92 × 112)."""
-    files = sorted(DATASET.rglob("*.jpg"))
+    files = list_photos(DATASET)
     faces = [f for f in files if f.parent.name.startswith("ORL") or "ORL" in f.name]
     picked = faces[:: max(1, len(faces) // n)][:n]
     out = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in picked]

@@ -9,6 +9,7 @@ import pytest
 from facewire.bench.frames import compose_frame
 from facewire.config.schema import PipelineConfig
 from facewire.models import FacePipeline
+from facewire.models.files import list_photos
 from facewire.models.mesh import FaceMesher, LandmarkMesher, five_points
 from tests.conftest import DATASET
 
@@ -18,7 +19,8 @@ FRONTAL = PROBES / "ORL_s01" / "ORL_s01_0008.jpg"
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from facewire.models.tools.prepare import prepare_face_landmark, prepare_yunet
+    from facewire.models.tools.face_landmark import prepare_face_landmark
+    from facewire.models.tools.prepare import prepare_yunet
 
     prepare_yunet()
     prepare_face_landmark()  # models/face_landmark.onnx, from mediapipe's .tflite file
@@ -93,7 +95,7 @@ def test_same_person_is_closer_than_different_people(pipeline):
     people = ["ORL_s01", "ORL_s02", "ORL_s07", "ORL_s11"]
     vecs = {}
     for person in people:
-        photos = sorted((PROBES / person).glob("*.jpg"))
+        photos = list_photos(PROBES / person)
         found = [f for f in (faces_of(pipeline, p) for p in photos) if f]
         assert len(found) >= 2, person
         vecs[person] = [f[0].embedding for f in found[:2]]
@@ -226,7 +228,7 @@ def _landmark_errors(kind: str) -> list[float]:
     errors = []
     try:
         for person in sorted(p for p in PROBES.iterdir() if p.is_dir())[:12]:
-            for photo in sorted(person.rglob("*.jpg"))[:2]:
+            for photo in list_photos(person)[:2]:
                 image = cv2.imread(str(photo))
                 found = detector.detect_points(image)
                 if not found:  # Haar misses a few of these photos

@@ -45,12 +45,12 @@ def test_face_landmark_conversion_reads_tflite_with_a_checked_wheel(tmp_path):
     import pytest
 
     from facewire.models.mesh import LANDMARK_INPUT
-    from facewire.models.tools.prepare import (
+    from facewire.models.tools.face_landmark import (
         TFLITE_WHEEL,
         TFLITE_WHEEL_SHA256,
-        fetch_wheel,
         prepare_face_landmark,
     )
+    from facewire.models.tools.fetch import fetch_wheel
 
     with pytest.raises(RuntimeError, match="sha256"):
         fetch_wheel(TFLITE_WHEEL, tmp_path / "wrong", "0" * 64)
@@ -62,3 +62,24 @@ def test_face_landmark_conversion_reads_tflite_with_a_checked_wheel(tmp_path):
     landmarks, face_flag = session.run(None, {"input": grey})
     assert landmarks.size == 468 * 3 and face_flag.size == 1
     assert face_flag.reshape(-1)[0] < 0  # a grey square is no face (logit below 0)
+
+
+def test_prepare_all_downloads_nothing_when_the_files_are_there(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    for name in ("sface.onnx", "yunet.onnx", "face_landmark.onnx"):
+        (tmp_path / name).write_bytes(b"already prepared")
+    done = subprocess.run(
+        [sys.executable, "-m", "facewire", "models", "--models-dir", str(tmp_path)]
+        + ["prepare", "all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{name}: {tmp_path / (name + '.onnx')}" for name in ("sface", "yunet", "face_landmark")
+    ]

@@ -9,19 +9,23 @@ but traces to an ONNX graph that ONNX Runtime runs faster, mostly in int8:
 - Q, K and V are one ``MatMul`` (768 → 2304) instead of three, and the 1/√64 scale is
   folded into the Q weights (a power of two: exact);
 - reshapes use constant shapes (``-1`` for the batch), so the graph has no
-  ``Shape``/``Gather``/``Concat`` chains (ONNX Runtime runs 274 nodes per int8 call
-  instead of 409);
+  ``Shape``/``Gather``/``Concat`` chains;
 - the last block runs its query, output projection and MLP for the class token only:
   the pooled output reads nothing else (keys and values still see every token).
 
 The exporter checks the ONNX file against the transformers model itself, so a
 mistake here fails the export rather than shipping a different embedding.
 
+Any depth, width and image size (ViT-B/32 is 12 × 768 at 224 px; a toy one here):
+
 >>> import torch
->>> from facewire.models.tools.export_clip import random_model
->>> hf = random_model(seed=0)
+>>> from transformers import CLIPVisionConfig
+>>> from facewire.models.tools.clip_load import random_model
+>>> toy = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+...                        num_attention_heads=4, image_size=64, projection_dim=32)
+>>> hf = random_model(seed=0, config=toy)
 >>> lean = LeanImageTower(hf).eval()
->>> x = torch.randn(2, 3, 224, 224)
+>>> x = torch.randn(2, 3, 64, 64)
 >>> with torch.no_grad():
 ...     ref, out = hf(pixel_values=x).image_embeds, lean(x)
 >>> bool(torch.allclose(ref, out, atol=1e-4))
