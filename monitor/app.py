@@ -2,12 +2,21 @@
 
 ``create_app(store, state)`` needs no broker, so tests can fill the store and state
 directly; the subscriber fills them in production.
+
+Threads: every request runs on a web server thread and owns nothing. It reads the
+store through the store's read-only connections (never the writer's, never under the
+writer's lock) and the store's window and the state as snapshots copied under their
+locks. No request does unbounded work: every SQL query has a limit and an index,
+``/healthz`` reads the trigger-kept row count (one row) instead of ``COUNT(*)``,
+``/nodes`` makes one pass over the bounded window, the stream's backlog is at most
+``MAX_LIMIT`` rows, and at most ``max_streams`` streams (each holds a thread) are open.
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +26,15 @@ from flask import Flask, Response, jsonify, render_template, request
 from facewire.monitor.state import State
 from facewire.monitor.store import NEAR_MARGIN, Store
 
-__all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT"]
+__all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT", "MAX_STREAMS"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: Open /log/stream connections at most; each one holds a server thread.
+MAX_STREAMS = 64
+#: SQLite's INTEGER range: a larger id or limit is a 400, not an OverflowError.
+_MAX_INT = 2**63 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 #: /nodes: how far back the per-result latency points go (seconds). The log survives a
 #: restart; points from an earlier run would stretch the "seconds ago" axis over hours.
 LATENCY_WINDOW_S = 900
@@ -44,6 +58,8 @@ def _int_arg(name: str, default: int | None = None, minimum: int | None = None) 
         raise BadRequest(f"'{name}' must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"'{name}' must be >= {minimum}, got {value}")
+    if value > _MAX_INT:
+        raise BadRequest(f"'{name}' must be <= {_MAX_INT}, got {value}")
     return value
 
 
@@ -57,15 +73,19 @@ def _sse(row: dict[str, Any]) -> str:
     return f"id: {row['id']}\nevent: detection\ndata: {data}\n\n"
 
 
-def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flask:
+def create_app(
+    store: Store, state: State, *, keepalive_s: float = 15.0, max_streams: int = MAX_STREAMS
+) -> Flask:
     """The monitor's web app over ``store`` and ``state``.
 
     ``keepalive_s``: how often an idle ``/log/stream`` sends a comment line, which
     keeps proxies from timing the stream out and notices a client that went away.
+    ``max_streams``: open ``/log/stream`` connections at most; more get a 503.
     """
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["SSE_KEEPALIVE_S"] = keepalive_s
+    app.config["SSE_MAX_STREAMS"] = max_streams
     app.extensions["facewire.store"] = store
     app.extensions["facewire.state"] = state
 
@@ -85,11 +105,17 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
+        """Liveness and counters. ``detections`` is read from the row counter SQLite
+        keeps (one row, no scan); that read is also the database probe. ``db.ok`` is
+        false when that fails or the writer cannot write (``writer.error``)."""
+        writer = store.stats()
         try:
-            detections = store.count()
+            detections: int | None = store.count()
             db_ok, db_error = True, None
         except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
             detections, db_ok, db_error = None, False, str(exc)
+        if db_ok and (not writer["writer_alive"] or writer["writer_error"]):
+            db_ok, db_error = False, writer["writer_error"] or "the writer thread is gone"
         body = {
             "ok": db_ok,
             "broker": {
@@ -98,7 +124,16 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
             },
             "db": {"path": store.path, "ok": db_ok, "error": db_error},
             "detections": detections,
-            "window": len(store.window()),
+            "last_id": writer["last_id"],
+            "writer": {
+                "queued": writer["queued"],
+                "written": writer["written"],
+                "dropped": writer["dropped"],
+                "failed": writer["failed"],
+                "alive": writer["writer_alive"],
+                "error": writer["writer_error"],
+            },
+            "window": writer["window"],
             "nodes": len(state.nodes()),
             "errors": state.errors_total(),
             "malformed": state.malformed_total,
@@ -113,6 +148,9 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
     @app.get("/log")
     def log_json() -> Response:
         limit = min(_int_arg("limit", DEFAULT_LIMIT, minimum=1) or DEFAULT_LIMIT, MAX_LIMIT)
+        # Read before the query: a client resuming the stream from last_id when no row
+        # matched must not skip a row committed in between.
+        last_id = store.last_id()
         rows = store.query(
             node=_str_arg("node"),
             name=_str_arg("name"),
@@ -121,34 +159,63 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
             before=_int_arg("before", minimum=0),
             raw=request.args.get("raw", "") in ("1", "true", "yes"),
         )
-        return jsonify(detections=rows, count=len(rows), limit=limit, last_id=store.last_id())
+        return jsonify(detections=rows, count=len(rows), limit=limit, last_id=last_id)
 
     @app.get("/log/html")
     def log_html() -> str:
         return render_template("log.html", active="log")
 
     @app.get("/log/stream")
-    def log_stream() -> Response:
+    def log_stream() -> Response | tuple[Response, int]:
+        """New rows as server-sent events, after a backlog of those newer than ``since``
+        (or the ``Last-Event-ID`` a reconnecting EventSource sends). The backlog is the
+        *newest* ``MAX_LIMIT`` such rows; if more were missed, an ``event: gap`` comes
+        first (data: ``since`` and ``first``, the oldest id replayed) so the page can
+        reload the table from ``/log``. A stream too slow for the live feed catches up
+        the same way, so it loses no row silently."""
         node, name = _str_arg("node"), _str_arg("name")
         # An EventSource reconnecting sends Last-Event-ID: resume after what it saw.
         last_event = request.headers.get("Last-Event-ID", "").strip()
-        since = int(last_event) if last_event.isdigit() else _int_arg("since", minimum=0)
+        if _EVENT_ID.fullmatch(last_event):
+            since: int | None = int(last_event)
+        else:
+            since = _int_arg("since", minimum=0)
         keepalive = float(app.config["SSE_KEEPALIVE_S"])
+        if store.feed.listeners >= int(app.config["SSE_MAX_STREAMS"]):
+            resp = jsonify(error="too many open event streams; retry later")
+            resp.headers["Retry-After"] = "5"
+            return resp, 503
+        # Without since: from the newest committed row on (read before listening, so
+        # rows committed in between come with the backlog).
+        start = since if since is not None else store.last_id()
         listener = store.feed.listen()  # before the backlog query: nothing falls between
+
+        def replay(after: int) -> tuple[list[str], int]:
+            """Events for the rows after id ``after`` (at most MAX_LIMIT, the newest,
+            behind a gap event if there were more) and the newest id among them."""
+            rows = store.query(node, name, MAX_LIMIT + 1, since=after)
+            out = []
+            if len(rows) > MAX_LIMIT:
+                del rows[MAX_LIMIT:]
+                gap = {"since": after, "first": rows[-1]["id"]}
+                out.append(f"event: gap\ndata: {json.dumps(gap)}\n\n")
+            out.extend(_sse(row) for row in reversed(rows))  # oldest first
+            return out, rows[0]["id"] if rows else after
 
         def events() -> Iterator[str]:
             try:
                 yield "retry: 2000\n: connected\n\n"
-                sent = since or 0
-                if since is not None:
-                    backlog = store.query(node, name, MAX_LIMIT, since=since, oldest_first=True)
-                    for row in backlog:
-                        sent = row["id"]
-                        yield _sse(row)
+                backlog, sent = replay(start)
+                yield from backlog
                 while True:
                     try:
-                        row = listener.get(timeout=keepalive)
+                        row, idle = listener.get(timeout=keepalive), False
                     except queue.Empty:
+                        row, idle = None, True
+                    if listener.take_missed():  # the feed had no room: catch up from SQLite
+                        missed, sent = replay(sent)
+                        yield from missed
+                    if idle:
                         yield ": keep-alive\n\n"
                         continue
                     if row is None:  # the store is closing
@@ -184,16 +251,21 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
 
     @app.get("/nodes")
     def nodes_json() -> Response:
-        """Nodes, the classifier and, per node, ``result_latency``: [received_at, ms] of
-        the logged results of the last ``window_s`` seconds (default 900)."""
+        """Nodes, the classifier and, per node, ``result_stages_ms``: [received_at, ms]
+        of the results in the in-memory window from the last ``window_s`` seconds
+        (default 900), ms being the sum of the result's stage durations — not capture →
+        result, which is the node's own ``latency_ms`` p50/p99. ``result_latency`` is
+        the same list under its old name, kept for compatibility."""
         now = time.time()
         window_s = _int_arg("window_s", LATENCY_WINDOW_S, minimum=1) or LATENCY_WINDOW_S
         nodes = {n["node"]: n for n in state.nodes(now)}
         results: dict[str, list[list[float]]] = {}
-        for row in store.window():
-            results.setdefault(row["node"], [])
-            if row["latency_ms"] is not None and row["received_at"] >= now - window_s:
-                results[row["node"]].append([row["received_at"], row["latency_ms"]])
+        last_at: dict[str, float] = {}
+        for row in store.window():  # one pass over a bounded window, oldest first
+            points = results.setdefault(row["node"], [])
+            last_at[row["node"]] = row["received_at"]
+            if row["stages_ms"] is not None and row["received_at"] >= now - window_s:
+                points.append([row["received_at"], row["stages_ms"]])
             if row["node"] not in nodes:  # known only from the log (e.g. after a restart)
                 nodes[row["node"]] = {
                     "node": row["node"],
@@ -204,12 +276,10 @@ def create_app(store: Store, state: State, *, keepalive_s: float = 15.0) -> Flas
                     "history": [],
                 }
         for name, entry in nodes.items():
-            entry["result_latency"] = results.get(name, [])
-            if entry.get("last_seen") is None:
-                rows = store.window(node=name)
-                if rows:
-                    entry["last_seen"] = rows[-1]["received_at"]
-                    entry["age_s"] = round(now - rows[-1]["received_at"], 3)
+            entry["result_stages_ms"] = entry["result_latency"] = results.get(name, [])
+            if entry.get("last_seen") is None and name in last_at:
+                entry["last_seen"] = last_at[name]
+                entry["age_s"] = round(now - last_at[name], 3)
         return jsonify(
             now=now,
             window_s=window_s,

@@ -2,8 +2,14 @@
 
 Latest status of every node and of the classifier, the latest threshold statistics,
 recent errors, per-node latency history (from the statuses' p50/p99) and counts of
-messages that could not be understood. Thread-safe: the MQTT thread writes, the web
-threads read snapshots.
+messages that could not be understood.
+
+Threads: the MQTT network thread owns it — the subscriber's handlers are its only
+writers, and every write is a few dict/deque operations under ``_lock`` (no I/O, so
+it is safe on that thread). The web server's threads only read, through the methods
+below, which return copies taken under the same lock; everything they copy is
+bounded (``errors``, ``history`` and ``malformed`` are fixed-length deques).
+``broker_connected``/``broker_address`` are set once by the subscriber at start.
 """
 
 from __future__ import annotations

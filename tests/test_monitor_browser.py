@@ -115,7 +115,9 @@ def test_new_detection_appears_without_reload(browser, live, tmp_path: Path) -> 
     assert browser.execute_script("return window.facewireLogLoadedAt") == marker
     cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
     assert cells[1:4] == ["lobby", "Zoe_Live", "0.450"]
-    assert cells[5] == "19.0"  # latency ms
+    assert cells[5] == "19.0"  # stages ms
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#log thead th")]
+    assert headers[5].lower() == "stages ms"  # CSS shows headers in capitals
     assert "band-near" in row.get_attribute("class")  # 0.45 is within the margin of 0.4
     first = browser.find_element(By.CSS_SELECTOR, "#rows tr td.name").text
     assert first == "Zoe_Live"  # newest on top

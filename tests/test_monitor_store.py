@@ -1,4 +1,7 @@
-"""The monitor's detection log: SQLite persistence, filters, the bounded window, the feed."""
+"""The monitor's detection log: SQLite persistence, filters, the bounded window, the feed.
+
+(Its threads — the writer, read connections, hand-over queue — are tested in
+tests/test_monitor_threads.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from facewire.monitor.store import NEAR_MARGIN, Feed, Store, band, pipeline_latency_ms
+from facewire.monitor.store import (
+    NEAR_MARGIN,
+    Feed,
+    Store,
+    band,
+    pipeline_latency_ms,
+    stages_ms,
+)
 
 
 def result(name: str, score: float = 0.8, seq: int = 1, **extra: object) -> dict[str, object]:
@@ -27,21 +37,33 @@ def result(name: str, score: float = 0.8, seq: int = 1, **extra: object) -> dict
 def test_rows_survive_a_reopen(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "monitor.sqlite3"  # the parent folder is created
     store = Store(db, window=10)
-    first = store.add(result("alice", seq=1), node="door", received_at=1000.0)
+    assert store.add(result("alice", seq=1), node="door", received_at=1000.0) is True
     store.add(result("unknown", score=0.2, seq=2), node="lobby", received_at=1001.0)
-    store.close()
+    store.close()  # close() writes what was handed in
 
     again = Store(db, window=10)
     try:
         assert again.count() == 2
         window = again.window()
         assert [r["name"] for r in window] == ["alice", "unknown"]  # oldest first
-        assert window[0] == first
-        assert window[0]["latency_ms"] == pytest.approx(10.75)
+        assert window[0] == {
+            "id": 1,
+            "received_at": 1000.0,
+            "node": "door",
+            "seq": 1,
+            "name": "alice",
+            "score": 0.8,
+            "threshold": 0.4,
+            "stages_ms": pytest.approx(10.75),
+            "latency_ms": pytest.approx(10.75),  # the old name of stages_ms
+            "model": "sface-1234",
+            "band": "strong",
+        }
         assert window[1]["node"] == "lobby" and window[1]["received_at"] == 1001.0
         # ids keep counting after the reopen and the raw payload is kept verbatim
-        third = again.add(result("bob", seq=3), node="door")
-        assert third["id"] == 3
+        again.add(result("bob", seq=3), node="door")
+        assert again.flush(5)
+        assert again.last_id() == 3 and again.window()[-1]["id"] == 3
         assert again.query(limit=1, raw=True)[0]["result"] == result("bob", seq=3)
     finally:
         again.close()
@@ -52,6 +74,7 @@ def test_wal_mode_and_readers_see_committed_rows(tmp_path: Path) -> None:
     store = Store(db)
     try:
         store.add(result("alice"), node="door")
+        assert store.flush(5)
         other = sqlite3.connect(db)
         try:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -69,6 +92,7 @@ def test_query_filters_newest_first(tmp_path: Path) -> None:
             [("door", "alice"), ("lobby", "bob"), ("door", "unknown"), ("door", "alice")]
         ):
             store.add(result(name, seq=i), node=node)
+        assert store.flush(5)
         ids = [r["id"] for r in store.query()]
         assert ids == [4, 3, 2, 1]
         assert [r["id"] for r in store.query(node="door")] == [4, 3, 1]
@@ -88,6 +112,7 @@ def test_window_is_bounded_and_reloads_newest(tmp_path: Path) -> None:
     store = Store(db, window=3)
     for i in range(5):
         store.add(result(f"p{i}", seq=i), node="door" if i % 2 else "lobby")
+    assert store.flush(5)
     assert [r["name"] for r in store.window()] == ["p2", "p3", "p4"]
     assert [r["name"] for r in store.window(node="door")] == ["p3"]
     assert store.count() == 5  # SQLite keeps everything
@@ -110,11 +135,21 @@ def test_add_rejects_results_without_name_or_node(tmp_path: Path) -> None:
             store.add({"score": 0.5}, node="door")
         with pytest.raises(ValueError, match="node"):
             store.add({"name": "alice", "score": 0.5})
+        with pytest.raises(ValueError, match="name"):  # SQLite can't store lone surrogates
+            store.add({"name": "\ud800", "score": 0.5}, node="door")
         # The topic's node wins over the payload's.
-        assert store.add(result("alice", node="liar"), node="door")["node"] == "door"
-        # Odd field types are stored as NULL rather than refused.
-        row = store.add({"name": "bob", "score": "high", "seq": "x", "timings": [1]}, node="d")
-        assert (row["score"], row["seq"], row["latency_ms"]) == (None, None, None)
+        store.add(result("alice", node="liar"), node="door")
+        # Odd field types are stored as NULL rather than refused (also a seq SQLite
+        # can't hold, which would otherwise fail the writer's whole batch).
+        store.add({"name": "bob", "score": "high", "seq": "x", "timings": [1]}, node="d")
+        store.add({"name": "eve", "seq": 2**64, "model": "\udfff", "x": "\ud800"}, node="d")
+        assert store.flush(5)
+        alice, bob, eve = store.window()
+        assert alice["node"] == "door"
+        assert (bob["score"], bob["seq"], bob["stages_ms"], bob["latency_ms"]) == (None,) * 4
+        assert (eve["seq"], eve["model"]) == (None, None)
+        assert store.query(limit=1, raw=True)[0]["result"]["x"] == "\ud800"  # kept verbatim
+        assert store.stats()["failed"] == 0
     finally:
         store.close()
 
@@ -130,10 +165,11 @@ def test_pipeline_latency_sums_stages_but_not_totals() -> None:
         "search_ms": 0.3,
         "total_classifier_ms": 0.9,
     }
-    assert pipeline_latency_ms(timings) == pytest.approx(15.3)
-    assert pipeline_latency_ms({"detect_ms": True, "x": "1"}) is None
-    assert pipeline_latency_ms(None) is None
-    assert pipeline_latency_ms({}) is None
+    assert stages_ms(timings) == pytest.approx(15.3)
+    assert stages_ms({"detect_ms": True, "x": "1"}) is None
+    assert stages_ms(None) is None
+    assert stages_ms({}) is None
+    assert pipeline_latency_ms is stages_ms  # the old name
 
 
 def test_band() -> None:
@@ -147,8 +183,10 @@ def test_feed_fans_out_and_drops_for_slow_listeners(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.sqlite3")
     try:
         a, b = store.feed.listen(), store.feed.listen()
-        row = store.add(result("alice"), node="door")
-        assert a.get(timeout=1) == row and b.get(timeout=1) == row
+        store.add(result("alice"), node="door")
+        assert store.flush(5)
+        row = store.window()[-1]
+        assert a.get(timeout=1) == row and b.get(timeout=1) == row and row["id"] == 1
         store.feed.unlisten(b)
         assert store.feed.listeners == 1
     finally:
@@ -165,12 +203,13 @@ def test_feed_fans_out_and_drops_for_slow_listeners(tmp_path: Path) -> None:
 
 
 def test_store_is_fast_enough_for_the_live_rate(tmp_path: Path) -> None:
-    """8 nodes × 15 fps = 120 results/s; a commit per row must keep up with margin."""
+    """8 nodes × 15 fps = 120 results/s; the writer must keep up with margin."""
     store = Store(tmp_path / "m.sqlite3")
     try:
         t0 = time.perf_counter()
         for i in range(600):
             store.add(result("alice", seq=i), node=f"n{i % 8}")
+        assert store.flush(10)
         elapsed = time.perf_counter() - t0
         assert elapsed < 2.5, f"600 inserts took {elapsed:.2f}s"
         assert store.count() == 600

@@ -25,7 +25,7 @@
       FW.el("td", { class: "name" }, d.name),
       FW.el("td", { class: "num" }, FW.fmtNum(d.score, 3)),
       FW.el("td", { class: "num" }, FW.fmtNum(d.threshold, 3)),
-      FW.el("td", { class: "num" }, FW.fmtNum(d.latency_ms, 1)),
+      FW.el("td", { class: "num" }, FW.fmtNum(d.stages_ms ?? d.latency_ms, 1)),
       FW.el("td", { class: "num" }, d.seq === null ? "—" : d.seq),
       FW.el("td", { class: "muted" }, d.model || "—"),
     );
@@ -82,8 +82,17 @@
     // dropped connection EventSource reconnects by itself with Last-Event-ID.
     source = new EventSource(`${urls.stream}?${sp}`);
     source.addEventListener("detection", (e) => add(JSON.parse(e.data)));
+    // More rows were missed than the stream replays: reload the table instead.
+    source.addEventListener("gap", () => { if (gen === generation) start(); });
     source.onopen = () => setBadge("live", "live");
-    source.onerror = () => setBadge("reconnecting…", "down");
+    source.onerror = () => {
+      setBadge("reconnecting…", "down");
+      // EventSource retries network errors itself but gives up on an HTTP error
+      // (e.g. 503: too many streams): start over after a pause.
+      if (source && source.readyState === EventSource.CLOSED) {
+        setTimeout(() => { if (gen === generation) start(); }, 5000);
+      }
+    };
   }
 
   let debounce = null;

@@ -85,14 +85,14 @@
         box.append(holder);
       }
       const hist = n.history || [];
-      const res = n.result_latency || [];
+      const res = n.result_stages_ms || n.result_latency || [];
       const ago = (t) => t - now;
       FW.chart(holder.plot, {
         height: 220, yLabel: "ms",
         xLabel: data.window_s ? `seconds ago (results of the last ${Math.round(data.window_s / 60)} min)` : "seconds ago",
         xFormat: (v) => String(Math.round(-v)),
         series: [
-          { label: "detection pipeline", color: "#7f8c9a", kind: "dots", points: res.map((p) => [ago(p[0]), p[1]]) },
+          { label: "stages sum", color: "#7f8c9a", kind: "dots", points: res.map((p) => [ago(p[0]), p[1]]) },
           { label: "p50", color: "#1f5fbf", points: hist.map((p) => [ago(p[0]), p[1]]) },
           { label: "p99", color: "#b33a3a", points: hist.map((p) => [ago(p[0]), p[2]]) },
         ],
