@@ -1,7 +1,7 @@
 """``facewire bench classifier``: the classifier alone, fed as fast as it can take it.
 
 No network on the way in: pre-encoded embedding messages go through the service's own
-network-thread handler (``ClassifierService._on_embedding``: decode, checks,
+delivery-thread handler (``ClassifierService.handle``: topic, decode, checks,
 ``FairQueues.put``) from a feeder thread, while the service's own worker thread
 (``start_workers``: ``queues.take(batch_max)`` + ``classify``) runs with its
 ``BusClient`` connected to a private mosquitto: building the result JSON and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from facewire.bench.common import (
     synthetic_gallery,
     synthetic_probes,
 )
-from facewire.bench.pipeline import synthetic_model_id
+from facewire.bench.under_test import synthetic_model_id
 
 COLUMNS = [
     ("dim", "dim"),
@@ -124,7 +125,7 @@ def thread_cpu_s(thread: threading.Thread) -> float:
 def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
     """Feed ``payloads`` (cycled) for ``seconds`` to a service whose worker threads run
     (``start_workers``); how many results went out, and what each thread spent."""
-    from facewire.bus.client import Message
+    from facewire.bus.transport import Message
 
     capacity = service.cfg.queue_size * NODES // 2
     stop = threading.Event()
@@ -156,12 +157,12 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
             if i - (service.processed - start_processed) >= capacity:
                 time.sleep(0.0002)
                 continue
-            service._on_embedding(messages[i % n])
+            service.handle(messages[i % n])
             i += 1
         fed[0] = i
         cpu["net"] = time.thread_time() - t0
 
-    workers = {t.name: t for t in service._threads}
+    workers = {t.name: t for t in service.threads}
     before = {name: thread_cpu_s(t) for name, t in workers.items()}
     feed = threading.Thread(target=feeder, name="feeder")
     t_start = time.perf_counter()
@@ -172,9 +173,8 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
     deadline = time.monotonic() + 30
     while service.processed - start_processed < fed[0] and time.monotonic() < deadline:
         time.sleep(0.0005)
-    # results still in paho's send queue have not been "delivered" yet
-    out = service.bus.paho._out_packet
-    while out and time.monotonic() < deadline:
+    # results still in the client's send queue have not been "delivered" yet
+    while service.bus.unsent and time.monotonic() < deadline:
         time.sleep(0.0005)
     elapsed = time.perf_counter() - t_start
     for name, t in workers.items():
@@ -190,8 +190,8 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
         "net_us": round(cpu["net"] / max(fed[0], 1) * 1e6, 1),
         "worker_us": round(cpu.get("classifier-worker", 0.0) * per_msg, 1),
         "search_us": round(search_s[0] * per_msg, 1),
-        "dropped": sum(service.queues.dropped.values()),
-        "rejected": sum(service.rejected.values()),
+        "dropped": sum(service.queues.drops().values()),
+        "rejected": sum(service.refusals.by_node().values()),
         "elapsed_s": round(elapsed, 3),
     }
 
@@ -200,9 +200,10 @@ def run_service(
     cfg: Any, index: Any, payloads: list[tuple[str, bytes]], seconds: float, tag: str = ""
 ) -> dict[str, Any]:
     """One ``ClassifierService`` with its own threads: warm up, then ``measure``."""
+    from facewire.bus.client import BusClient
     from facewire.classifier.service import ClassifierService
 
-    service = ClassifierService(cfg, index, client_id=f"bench-classifier{tag}")
+    service = ClassifierService(cfg, index, BusClient(cfg.broker, f"bench-classifier{tag}"))
     service.bus.connect()
     service.start_workers(stats=False)
     try:
@@ -217,7 +218,9 @@ def _replica(
     i: int, cfg: Any, size: int, dim: int, cache: Path | None, seconds: float, start: Any, out: Any
 ) -> None:
     """One replica process: its own index (from the cache), service and feeder."""
-    from facewire.classifier.service import GalleryIndex
+    from facewire.classifier.service import GIL_SWITCH_INTERVAL_S, GalleryIndex
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # a process of its own, as in production
 
     probes = synthetic_probes(size, dim)
     matcher, _, _ = make_matcher(size, dim, cfg, cache, probes)
@@ -329,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from facewire import config
     from facewire.classifier.search import describe
+    from facewire.classifier.service import GIL_SWITCH_INTERVAL_S
     from facewire.config.schema import ClassifierConfig
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # what the classifier's main sets
     sizes = [int(s) for s in args.sizes.split(",") if s]
     dims = [int(s) for s in args.dims.split(",") if s]
     batch_maxes = [int(s) for s in args.batch.split(",") if s]

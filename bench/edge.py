@@ -95,7 +95,7 @@ def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float],
     for face in kept:
         node.publish(frame, face)
     t5 = time.perf_counter()
-    mesh = sum(f.stages.get("mesh_ms", 0.0) for f in faces)
+    mesh = sum(f.stages.get("mesh", 0.0) for f in faces)
     return {
         "capture": (t1 - t0) * 1000.0,
         "detect": (t2 - t1) * 1000.0,
@@ -121,6 +121,7 @@ def bench_model(
     mesh_runtime: str | None = None,
 ) -> list[dict[str, Any]]:
     from facewire import config
+    from facewire.bus.client import BusClient
     from facewire.config.schema import EdgeConfig
     from facewire.edge.daemon import EdgeNode
 
@@ -140,7 +141,7 @@ def bench_model(
         },
         env={},
     )
-    node = EdgeNode(cfg).start()
+    node = EdgeNode(cfg, BusClient(cfg.broker, f"edge-{cfg.node}")).start()
     rows = []
     try:
         for n_faces, jpeg in jpegs.items():

@@ -21,7 +21,6 @@ Measured per result, all on this machine's clock (one machine, so the edge's
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -43,8 +42,9 @@ from facewire.bench.common import (
     summary,
 )
 from facewire.bench.frames import compose_frame
+from facewire.bus.messages import EDGE_STAGES, ClassifierStatus, EdgeStatus, Result
+from facewire.models.files import list_photos
 
-EDGE_STAGES = ["capture", "detect", "mesh", "align", "embed", "encode"]
 COLUMNS = [
     ("model", "model"),
     ("detector", "detector"),
@@ -70,7 +70,7 @@ def write_frames(directory: Path, count: int) -> int:
     written = 0
     for i in range(count):
         person = people[i % len(people)]
-        photos = sorted(person.rglob("*.jpg"))
+        photos = list_photos(person)
         frame = compose_frame([photos[(i // len(people)) % len(photos)]])
         cv2.imwrite(str(directory / f"{i:03d}-{person.name}.jpg"), frame)
         written += 1
@@ -85,7 +85,7 @@ class Listener:
         from facewire.bus.client import BusClient
         from facewire.config.schema import BrokerConfig
 
-        self.results: list[tuple[float, dict[str, Any]]] = []
+        self.results: list[tuple[float, Result]] = []
         self.status: dict[str, dict[str, Any]] = {}
         self.classifier: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -96,17 +96,18 @@ class Listener:
     def _on_result(self, m: Any) -> None:
         now = time.time()
         with self._lock:
-            self.results.append((now, json.loads(m.payload)))
+            self.results.append((now, Result.decode(m.payload)))
 
     def _on_status(self, m: Any) -> None:
         from facewire.bus import topics
 
-        data = json.loads(m.payload)
+        if not m.payload:
+            return
         with self._lock:
             if m.topic == topics.CLASSIFIER_STATUS:
-                self.classifier = data
+                self.classifier = ClassifierStatus.decode(m.payload).as_dict()
             else:
-                self.status[topics.node_of(m.topic)] = data
+                self.status[topics.parse(m.topic)] = EdgeStatus.decode(m.payload).as_dict()
 
 
 def run_one(args: argparse.Namespace, model: str, frames_dir: Path) -> dict[str, Any]:
@@ -166,15 +167,15 @@ def run_one(args: argparse.Namespace, model: str, frames_dir: Path) -> dict[str,
 
 
 def summarise(
-    model: str, args: argparse.Namespace, got: list[tuple[float, dict[str, Any]]], status: Any
+    model: str, args: argparse.Namespace, got: list[tuple[float, Result]], status: Any
 ) -> dict[str, Any]:
     # captured_at is stamped once the frame is read and decoded: add that stage back
     total = [
-        (at - r["captured_at"]) * 1000.0 + (r["timings"].get("capture_ms") or 0.0) for at, r in got
+        (at - (r.captured_at or at)) * 1000.0 + (r.timings.get("capture") or 0.0) for at, r in got
     ]
-    stage = {s: [r["timings"].get(f"{s}_ms") for _, r in got] for s in EDGE_STAGES}
-    inside = [r["timings"].get("total_classifier_ms") for _, r in got]
-    edge_sum = [sum(r["timings"].get(f"{s}_ms") or 0.0 for s in EDGE_STAGES) for _, r in got]
+    stage = {s: [r.timings.get(s) for _, r in got] for s in EDGE_STAGES}
+    inside = [r.timings.get("total_classifier") for _, r in got]
+    edge_sum = [sum(r.timings.get(s) or 0.0 for s in EDGE_STAGES) for _, r in got]
     wire = [t - e - (c or 0.0) for t, e, c in zip(total, edge_sum, inside, strict=True)]
 
     def p50(values: list[Any]) -> float | None:
@@ -192,7 +193,7 @@ def summarise(
         "nodes": args.nodes,
         "fps": args.fps,
         "results": len(got),
-        "named": round(sum(r["name"] != "unknown" for _, r in got) / max(len(got), 1), 3),
+        "named": round(sum(r.known for _, r in got) / max(len(got), 1), 3),
         **summary(total),
         **{f"{s}_p50_ms": p50(v) for s, v in stage.items()},
         "classifier_p50_ms": p50(inside),

@@ -27,25 +27,23 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from facewire.bus.topics import unshared
+from facewire.bus import packets
+from facewire.bus.routes import Routes
+from facewire.bus.transport import Handler, Message
+from facewire.bus.unacked import Unacknowledged
 
 log = logging.getLogger("facewire.bus")
 
@@ -53,21 +51,6 @@ log = logging.getLogger("facewire.bus")
 #: (paho's default is 20). Not higher: paho scans up to this many messages per PUBACK,
 #: so 1000 halves burst throughput compared with 100 (measured: 20k × 1 KB messages).
 MAX_INFLIGHT = 100
-_ROUTE_CACHE_MAX = 4096
-# publish_many hands paho one buffer of packets through its send queue, which is
-# paho's own internal API: checked against 2.x (pyproject pins paho-mqtt <3), and the
-# tests compare it with publish() on a real broker. False: one publish() per message.
-_BATCHED_PUBLISH = paho.mqtt.__version__.startswith("2.")
-_U16 = struct.Struct("!H")
-
-
-def _pack_varint(buf: bytearray, n: int) -> None:
-    """MQTT's variable-length "remaining length" (1–4 bytes, 7 bits each)."""
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        buf.append(byte | 0x80 if n else byte)
-        if not n:
-            return
 
 
 class BrokerSettings(Protocol):
@@ -91,27 +74,6 @@ class BrokerSettings(Protocol):
 
     @property
     def address(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """An incoming message, as handed to a subscription handler."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-    qos: int
-
-
-Handler = Callable[[Message], None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Subscription:
-    topic_filter: str  # as subscribed, possibly $share/<group>/<filter>
-    match: str  # the plain filter incoming topics are matched against
-    handler: Handler
-    qos: int
 
 
 class BusClient:
@@ -141,13 +103,11 @@ class BusClient:
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
 
-        self._lock = threading.Lock()  # subscriptions and routing cache
-        self._subs: list[_Subscription] = []
-        self._routes: dict[str, tuple[Handler, ...]] = {}
+        self._lock = threading.Lock()  # _started
+        self._routes = Routes()
         self._suback_lock = threading.Lock()
         self._suback: dict[int, tuple[threading.Event, list[str]]] = {}
-        self._pending_lock = threading.Lock()
-        self._pending: deque[mqtt.MQTTMessageInfo] = deque()
+        self._unacked = Unacknowledged()
         self._conn_callbacks: list[Callable[[bool], None]] = []
 
         self._connected = False
@@ -155,7 +115,7 @@ class BusClient:
         self._closing = False
         self._connack = threading.Event()
         self._refused: str | None = None
-        self._resub: threading.Event | None = None
+        self._resub: _Acks | None = None
         self._failures = 0
         self._net_thread: int | None = None
 
@@ -206,6 +166,12 @@ class BusClient:
     @property
     def address(self) -> str:
         return self.broker.address
+
+    def set_will(self, topic: str, payload: bytes | str, qos: int, retain: bool) -> None:
+        """The last will the broker publishes if this connection dies; before connect."""
+        if self._started:
+            raise RuntimeError(f"{self.client_id}: set_will() after connect()")
+        self._client.will_set(topic, payload, qos, retain)
 
     def connect(self, timeout: float = 10.0, wait: bool = True) -> BusClient:
         """Start connecting (and reconnecting, forever) in the background.
@@ -286,9 +252,7 @@ class BusClient:
                 # paho keeps the message and resends it on reconnect, but would leave
                 # this rc, making is_published()/wait_for_publish() raise forever.
                 info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            with self._pending_lock:
-                self._pending.append(info)
-                self._prune()
+            self._unacked.add(info)
         return info
 
     def publish_many(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
@@ -303,7 +267,7 @@ class BusClient:
         if not messages:
             return 0
         queue = getattr(self._client, "_packet_queue", None)
-        if queue is None or not _BATCHED_PUBLISH:  # another paho: one call each
+        if queue is None or not packets.BATCHED:  # another paho: one call each
             sent = 0
             for topic, payload in messages:
                 info = self.publish(topic, payload, 0)
@@ -311,32 +275,20 @@ class BusClient:
             return sent
         if not self._client.is_connected():
             return 0
-        blob = bytearray()
-        for topic, payload in messages:
-            t = topic.encode("utf-8")
-            p = payload.encode("utf-8") if isinstance(payload, str) else payload
-            # PUBLISH, QoS 0, no retain: topic (u16 length + bytes), MQTT v5's empty
-            # property block (one 0 byte), payload
-            blob.append(0x30)
-            _pack_varint(blob, 2 + len(t) + 1 + len(p))
-            blob += _U16.pack(len(t))
-            blob += t
-            blob.append(0)
-            blob += p
+        blob = packets.qos0_publishes(messages)
         info = mqtt.MQTTMessageInfo(0)
         rc = queue(mqtt.PUBLISH, blob, 0, 0, info)
         return len(messages) if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else 0
 
     @property
-    def pending(self) -> int:
-        """QoS ≥ 1 publishes not yet acknowledged by the broker (queued or in flight).
+    def unsent(self) -> int:
+        """Packets handed to paho but not yet written to the socket (QoS 0 included)."""
+        return len(self._client._out_packet)
 
-        Cheap (O(1) amortised): brokers acknowledge QoS 1 in order, so acknowledged
-        messages are dropped from the front of the list.
-        """
-        with self._pending_lock:
-            self._prune()
-            return len(self._pending)
+    @property
+    def pending(self) -> int:
+        """QoS ≥ 1 publishes not yet acknowledged by the broker (queued or in flight)."""
+        return self._unacked.count()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every QoS ≥ 1 publish so far is acknowledged; False on timeout.
@@ -345,23 +297,7 @@ class BusClient:
         """
         if threading.get_ident() == self._net_thread:
             return self.pending == 0
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._pending_lock:
-                self._prune()
-                if not self._pending:
-                    return True
-                # acks come in order: waiting for the newest unacknowledged one waits
-                # for them all without waking up per message
-                last = next((i for i in reversed(self._pending) if not _done(i)), None)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if last is None:
-                continue
-            # ValueError/RuntimeError: never queued / failed for good; _done() says so
-            with contextlib.suppress(ValueError, RuntimeError):
-                last.wait_for_publish(min(remaining, 0.25))
+        return self._unacked.wait(timeout)
 
     def subscribe(
         self, topic_filter: str, handler: Handler, qos: int = 1, timeout: float = 5.0
@@ -375,10 +311,7 @@ class BusClient:
         """
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
-        sub = _Subscription(topic_filter, unshared(topic_filter), handler, qos)
-        with self._lock:
-            self._subs.append(sub)
-            self._routes.clear()
+        self._routes.add(topic_filter, handler, qos)
         if not self._connected:
             return
         done = self._send_subscribe({topic_filter: qos})
@@ -411,21 +344,25 @@ class BusClient:
         with self._lock:
             self._started = False
 
-    def _prune(self) -> None:
-        pending = self._pending
-        while pending and _done(pending[0]):
-            pending.popleft()
-
-    def _send_subscribe(self, filters: dict[str, int]) -> threading.Event | None:
-        options = [(f, SubscribeOptions(qos=q)) for f, q in filters.items()]
-        with self._suback_lock:
-            rc, mid = self._client.subscribe(options)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-                log.warning("%s: subscribe %s failed: %s", self.client_id, list(filters), rc)
-                return None
-            done = threading.Event()
-            self._suback[mid] = (done, list(filters))
-        return done
+    def _send_subscribe(self, filters: dict[str, int]) -> _Acks | None:
+        # One SUBSCRIBE per filter, each with its subscription identifier: a message
+        # matching two overlapping filters comes once per filter, each copy naming the
+        # one it is for, so each handler gets it once (see _on_message).
+        events = []
+        for topic_filter, qos in filters.items():
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = self._routes.identifier(topic_filter)
+            with self._suback_lock:
+                rc, mid = self._client.subscribe(
+                    [(topic_filter, SubscribeOptions(qos=qos))], properties=props
+                )
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                    log.warning("%s: subscribe %s failed: %s", self.client_id, topic_filter, rc)
+                    continue
+                done = threading.Event()
+                self._suback[mid] = (done, [topic_filter])
+            events.append(done)
+        return _Acks(events) if events else None
 
     def _notify(self, up: bool) -> None:
         for cb in list(self._conn_callbacks):
@@ -456,10 +393,7 @@ class BusClient:
         # lands in the snapshot or sees connected and sends its own SUBSCRIBE.
         self._connected = True
         self._failures = 0
-        with self._lock:
-            filters: dict[str, int] = {}
-            for sub in self._subs:
-                filters[sub.topic_filter] = max(sub.qos, filters.get(sub.topic_filter, 0))
+        filters = self._routes.filters()
         self._resub = self._send_subscribe(filters) if filters else None
         log.info(
             "%s: connected to %s (session present: %s)",
@@ -522,17 +456,10 @@ class BusClient:
         except UnicodeDecodeError:
             log.warning("%s: dropped a message with a non-utf-8 topic", self.client_id)
             return
-        handlers = self._routes.get(topic)
-        if handlers is None:
-            with self._lock:
-                handlers = tuple(
-                    s.handler for s in self._subs if mqtt.topic_matches_sub(s.match, topic)
-                )
-                if len(self._routes) >= _ROUTE_CACHE_MAX:
-                    self._routes.clear()
-                self._routes[topic] = handlers
-            if not handlers:
-                log.debug("%s: no handler for %s", self.client_id, topic)
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None) if msg.properties else None
+        handlers = self._routes.for_identifiers(ids) if ids else self._routes.handlers(topic)
+        if not handlers:
+            log.debug("%s: no handler for %s", self.client_id, topic)
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
         message = Message(topic, payload, bool(msg.retain), msg.qos)
         for handler in handlers:
@@ -542,8 +469,12 @@ class BusClient:
                 log.exception("%s: handler %r failed on %s", self.client_id, handler, topic)
 
 
-def _done(info: mqtt.MQTTMessageInfo) -> bool:
-    try:
-        return info.is_published()
-    except (ValueError, RuntimeError):  # never queued / failed for good: nothing to wait for
-        return True
+class _Acks:
+    """The SUBACKs of one round of subscriptions."""
+
+    def __init__(self, events: list[threading.Event]) -> None:
+        self._events = events
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self._events)

@@ -31,14 +31,15 @@ A 512-d float16 message is about 1.1 KB; encode + decode take a few microseconds
 True
 >>> try:
 ...     decode(payload[:20])
-... except CodecError as exc:
-...     print(exc.code, "-", exc.message)
+... except WireError as exc:
+...     print(exc.reason, "-", exc.detail)
 truncated - payload ends inside the metadata block (20 of 87 bytes)
 
-Decoding never trusts the payload: every failure is a :class:`CodecError` whose
-``code`` is one of :data:`ERROR_CODES`, so the classifier can report it on
-``faces/<node>/error`` as is. Whether the vector is L2-normalised, and whether its
-model id is the gallery's, is for the classifier to decide, not the codec.
+Decoding never trusts the payload: every failure is a
+:class:`~facewire.bus.errors.WireError` whose ``reason`` the classifier reports on
+``faces/<node>/error`` as is. The checks run in the order of :data:`CHECKS`. Whether
+the vector is L2-normalised, and whether its model id is the gallery's, is for the
+classifier to decide, not the codec.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ from typing import Any
 
 import numpy as np
 
+from facewire.bus.errors import WireError
+
 MAGIC = b"FW"
 VERSION = 1
 MAX_DIM = 4096
-MAX_STRING = 64  # bytes (utf-8) of node and model_id
+MAX_STRING = 64  # bytes (UTF-8) of node and model_id, enforced both ways
 MAX_STAGES = 16
 MAX_STAGE_NAME = 32  # bytes (ascii)
 
@@ -61,8 +64,15 @@ DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 _DTYPE_CODES = {"float16": 1, "float32": 2}
 _LIMITS = {code: float(np.finfo(dt).max) for code, dt in DTYPES.items()}
 
-ERROR_CODES = frozenset(
-    {"truncated", "bad_magic", "bad_version", "bad_dtype", "bad_dim", "non_finite", "bad_metadata"}
+#: The decoder's reasons, in the order it checks them.
+CHECKS = (
+    "truncated",
+    "bad_magic",
+    "bad_version",
+    "bad_dtype",
+    "bad_dim",
+    "bad_metadata",
+    "non_finite",
 )
 
 # magic, version, dtype code, dim, metadata length
@@ -73,27 +83,9 @@ _U8 = struct.Struct("<B")
 _F32 = struct.Struct("<f")
 
 
-class CodecError(ValueError):
-    """A payload (or a message to encode) that is not a valid embedding message.
-
-    ``code`` is a short machine-readable reason (see :data:`ERROR_CODES`); ``node``
-    and ``seq`` are filled in when the metadata block could be read before the
-    failure (e.g. for ``bad_dim`` and ``non_finite``), else ``None``.
-    """
-
-    def __init__(
-        self, code: str, message: str, *, node: str | None = None, seq: int | None = None
-    ) -> None:
-        super().__init__(f"[{code}] {message}")
-        self.code = code
-        self.message = message
-        self.node = node
-        self.seq = seq
-
-
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class EmbeddingMessage:
-    """One face's embedding and where it came from.
+    """One face's embedding and where it came from (read-only once built).
 
     ``stages`` are per-stage durations in milliseconds measured on the edge (e.g.
     ``detect``, ``mesh``, ``align``, ``embed``, ``encode``); ``quality`` is (face area
@@ -135,53 +127,53 @@ class EmbeddingMessage:
 
     __hash__ = None  # type: ignore[assignment]
 
-
-def check_vector(vec: np.ndarray, expected_dim: int | None = None) -> np.ndarray:
-    """Return ``vec`` if it is a usable embedding, else raise :class:`CodecError`.
-
-    ``bad_dim``: not 1-D, empty, longer than 4096, or not ``expected_dim`` long (when
-    given, e.g. the gallery's dimension); ``non_finite``: contains NaN or ±inf.
-    """
-    if vec.ndim != 1 or not 0 < vec.shape[0] <= MAX_DIM:
-        raise CodecError("bad_dim", f"vector shape {vec.shape}: must be 1-D with 1..{MAX_DIM}")
-    if expected_dim is not None and vec.shape[0] != expected_dim:
-        raise CodecError(
-            "bad_dim", f"vector has {vec.shape[0]} dimensions, expected {expected_dim}"
-        )
-    if not np.isfinite(vec).all():
-        raise CodecError("non_finite", "vector contains NaN or infinity")
-    return vec
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready data (``docs/protocol.md``'s decoded test vector)."""
+        return {
+            "node": self.node,
+            "seq": self.seq,
+            "frame_id": self.frame_id,
+            "face_index": self.face_index,
+            "bbox": list(self.bbox),
+            "model_id": self.model_id,
+            "captured_at": self.captured_at,
+            "stages": dict(self.stages),
+            "quality": list(self.quality),
+            "dim": self.dim,
+            "vector": self.vector.tolist(),
+        }
 
 
 def _utf8(value: str, what: str) -> bytes:
     raw = value.encode("utf-8")
     if len(raw) > MAX_STRING:
-        raise CodecError("bad_metadata", f"{what} is {len(raw)} bytes, at most {MAX_STRING}")
+        raise WireError("bad_metadata", f"{what} is {len(raw)} bytes, at most {MAX_STRING}")
     return raw
 
 
 def encode(msg: EmbeddingMessage, dtype: str = "float16") -> bytes:
     """The wire bytes of ``msg``, its vector stored as ``dtype`` (float16 or float32).
 
-    Raises :class:`CodecError` (a ``ValueError``) for a message that could not be
-    decoded again: bad vector, non-finite values, out-of-range fields, long strings.
+    Raises :class:`~facewire.bus.errors.WireError` (a ``ValueError``) for a message
+    that could not be decoded again: bad vector, non-finite values, out-of-range fields,
+    long strings.
     """
     code = _DTYPE_CODES.get(dtype if isinstance(dtype, str) else np.dtype(dtype).name)
     if code is None:
-        raise CodecError("bad_dtype", f"dtype {dtype!r}: must be 'float16' or 'float32'")
+        raise WireError("bad_dtype", f"dtype {dtype!r}: must be 'float16' or 'float32'")
     vec = np.asarray(msg.vector)
     if vec.ndim != 1 or not 0 < vec.shape[0] <= MAX_DIM:
-        raise CodecError("bad_dim", f"vector shape {vec.shape}: must be 1-D with 1..{MAX_DIM}")
+        raise WireError("bad_dim", f"vector shape {vec.shape}: must be 1-D with 1..{MAX_DIM}")
     # One reduction catches NaN (the comparison is False), ±inf, and values that would
     # overflow the wire dtype (|x| > 65504 becomes inf in float16).
     if not float(np.abs(vec).max()) <= _LIMITS[code]:
-        raise CodecError("non_finite", f"vector contains NaN, infinity or values beyond {dtype}")
+        raise WireError("non_finite", f"vector contains NaN, infinity or values beyond {dtype}")
     data = vec.astype(DTYPES[code], copy=False).tobytes()
 
     node = _utf8(msg.node, "node")
     model = _utf8(msg.model_id, "model_id")
     if len(msg.stages) > MAX_STAGES:
-        raise CodecError("bad_metadata", f"{len(msg.stages)} stages, at most {MAX_STAGES}")
+        raise WireError("bad_metadata", f"{len(msg.stages)} stages, at most {MAX_STAGES}")
     try:
         x, y, w, h = msg.bbox
         area, blur, brightness = msg.quality
@@ -208,12 +200,12 @@ def encode(msg: EmbeddingMessage, dtype: str = "float16") -> bytes:
         for name, ms in msg.stages.items():
             raw = name.encode("ascii")
             if not 0 < len(raw) <= MAX_STAGE_NAME:
-                raise CodecError("bad_metadata", f"stage name {name!r}: 1..{MAX_STAGE_NAME} bytes")
+                raise WireError("bad_metadata", f"stage name {name!r}: 1..{MAX_STAGE_NAME} bytes")
             parts += (_U8.pack(len(raw)), raw, _F32.pack(ms))
     except (struct.error, ValueError, TypeError, OverflowError) as exc:
-        if isinstance(exc, CodecError):
+        if isinstance(exc, WireError):
             raise
-        raise CodecError("bad_metadata", f"cannot encode metadata: {exc}") from exc
+        raise WireError("bad_metadata", f"cannot encode metadata: {exc}") from exc
     meta = b"".join(parts)
     return b"".join((_HEADER.pack(MAGIC, VERSION, code, vec.shape[0], len(meta)), meta, data))
 
@@ -237,8 +229,8 @@ def decode(payload: bytes, expected_dim: int | None = None) -> EmbeddingMessage:
 
     ``expected_dim`` (e.g. the gallery's) makes any other vector size ``bad_dim``.
 
-    Raises :class:`CodecError` with ``code`` one of: ``truncated`` (ends before the
-    end of the metadata block), ``bad_magic``, ``bad_version``, ``bad_dtype``,
+    Raises :class:`~facewire.bus.errors.WireError` with ``reason`` one of: ``truncated``
+    (ends before the end of the metadata block), ``bad_magic``, ``bad_version``, ``bad_dtype``,
     ``bad_dim`` (dim 0 or > 4096, or the bytes after the metadata are not exactly
     dim × itemsize), ``bad_metadata`` (inconsistent lengths, bad utf-8/ascii),
     ``non_finite`` (NaN or ±inf in the vector).
@@ -247,80 +239,85 @@ def decode(payload: bytes, expected_dim: int | None = None) -> EmbeddingMessage:
         payload = bytes(payload)
     n = len(payload)
     if n < _HEADER.size:
-        raise CodecError("truncated", f"payload is {n} bytes, the header alone is {_HEADER.size}")
+        raise WireError("truncated", f"payload is {n} bytes, the header alone is {_HEADER.size}")
     magic, version, code, dim, meta_len = _HEADER.unpack_from(payload)
     if magic != MAGIC:
-        raise CodecError("bad_magic", f"payload starts with {bytes(magic)!r}, expected {MAGIC!r}")
+        raise WireError("bad_magic", f"payload starts with {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise CodecError("bad_version", f"version {version}, this decoder reads {VERSION}")
+        raise WireError("bad_version", f"version {version}, this decoder reads {VERSION}")
     dt = DTYPES.get(code)
     if dt is None:
-        raise CodecError("bad_dtype", f"dtype code {code}: must be 1 (float16) or 2 (float32)")
+        raise WireError("bad_dtype", f"dtype code {code}: must be 1 (float16) or 2 (float32)")
     if not 0 < dim <= MAX_DIM:
-        raise CodecError("bad_dim", f"dim {dim}: must be 1..{MAX_DIM}")
+        raise WireError("bad_dim", f"dim {dim}: must be 1..{MAX_DIM}")
     end = _HEADER.size + meta_len
     if n < end:
-        raise CodecError(
-            "truncated", f"payload ends inside the metadata block ({n} of {end} bytes)"
-        )
+        raise WireError("truncated", f"payload ends inside the metadata block ({n} of {end} bytes)")
 
     node: str | None = None
     seq: int | None = None
     try:
         if meta_len < _FIXED.size:
-            raise CodecError("bad_metadata", f"metadata block of {meta_len} bytes is too short")
+            raise WireError("bad_metadata", f"metadata block of {meta_len} bytes is too short")
         seq, frame_id, face_index, x, y, w, h, captured_at, area, blur, bright = _FIXED.unpack_from(
             payload, _HEADER.size
         )
         pos = _HEADER.size + _FIXED.size
-        strings = []
+        strings: list[str] = []
         for _ in range(2):
             if pos >= end:
-                raise CodecError("bad_metadata", "metadata block ends inside a string")
+                raise WireError("bad_metadata", "metadata block ends inside a string")
             length = payload[pos]
             pos += 1
+            if length > MAX_STRING:
+                what = "model_id" if strings else "node"
+                raise WireError("bad_metadata", f"{what} is {length} bytes, at most {MAX_STRING}")
             if pos + length > end:
-                raise CodecError("bad_metadata", "metadata block ends inside a string")
+                raise WireError("bad_metadata", "metadata block ends inside a string")
             strings.append(_text(payload[pos : pos + length], "utf-8"))
             pos += length
         node, model_id = strings
         if pos >= end:
-            raise CodecError("bad_metadata", "metadata block ends before the stage count")
+            raise WireError("bad_metadata", "metadata block ends before the stage count")
         count = payload[pos]
         pos += 1
         if count > MAX_STAGES:
-            raise CodecError("bad_metadata", f"{count} stages, at most {MAX_STAGES}")
+            raise WireError("bad_metadata", f"{count} stages, at most {MAX_STAGES}")
         stages: dict[str, float] = {}
         for _ in range(count):
             if pos >= end:
-                raise CodecError("bad_metadata", "metadata block ends inside the stages")
+                raise WireError("bad_metadata", "metadata block ends inside the stages")
             length = payload[pos]
             pos += 1
-            if length == 0 or pos + length + 4 > end:
-                raise CodecError("bad_metadata", "bad stage entry")
+            if not 0 < length <= MAX_STAGE_NAME:
+                raise WireError(
+                    "bad_metadata", f"stage name of {length} bytes: 1..{MAX_STAGE_NAME}"
+                )
+            if pos + length + 4 > end:
+                raise WireError("bad_metadata", "metadata block ends inside the stages")
             name = _text(payload[pos : pos + length], "ascii")
             (stages[name],) = _F32.unpack_from(payload, pos + length)
             pos += length + 4
     except UnicodeDecodeError as exc:
-        raise CodecError("bad_metadata", f"undecodable string: {exc}", node=node, seq=seq) from exc
-    except CodecError as exc:
-        raise CodecError(exc.code, exc.message, node=node, seq=seq) from None
+        raise WireError("bad_metadata", f"undecodable string: {exc}", node=node, seq=seq) from exc
+    except WireError as exc:
+        raise WireError(exc.reason, exc.detail, node=node, seq=seq) from None
 
     expected = dim * dt.itemsize
     if n - end != expected:
-        raise CodecError(
+        raise WireError(
             "bad_dim",
             f"dim {dim} needs {expected} vector bytes, payload has {n - end}",
             node=node,
             seq=seq,
         )
     if expected_dim is not None and dim != expected_dim:
-        raise CodecError(
+        raise WireError(
             "bad_dim", f"vector has {dim} dimensions, expected {expected_dim}", node=node, seq=seq
         )
     vec = np.frombuffer(payload, dtype=dt, count=dim, offset=end).astype(np.float32)
     if not np.isfinite(vec).all():
-        raise CodecError("non_finite", "vector contains NaN or infinity", node=node, seq=seq)
+        raise WireError("non_finite", "vector contains NaN or infinity", node=node, seq=seq)
     return EmbeddingMessage(
         node=node,
         seq=seq,

@@ -21,18 +21,18 @@ skip it; :func:`is_node_topic` does that test:
 
 from __future__ import annotations
 
+from facewire.bus.errors import WireError
+
 PREFIX = "faces"
 
 #: Middle segments used by service-wide topics; never valid node ids.
 RESERVED_NODE_IDS = frozenset({"classifier", "stats", "gallery"})
 
-#: Longest accepted node id, in characters.
+#: Longest accepted node id, in bytes of UTF-8 (the embedding message's limit too).
 MAX_NODE_ID = 64
 
 CLASSIFIER_STATUS = f"{PREFIX}/classifier/status"
 THRESHOLDS = f"{PREFIX}/stats/thresholds"
-ENROLL = f"{PREFIX}/gallery/enroll"
-RELOAD = f"{PREFIX}/gallery/reload"
 
 EMBEDDINGS = f"{PREFIX}/+/embedding"
 RESULTS = f"{PREFIX}/+/result"
@@ -43,32 +43,40 @@ _FORBIDDEN = frozenset("/+#$")
 
 
 def check_node_id(node: str) -> str:
-    """Return ``node`` if it is a valid node id, else raise ``ValueError``.
+    """Return ``node`` if it is a valid node id, else raise :class:`WireError`
+    (``bad_topic``; a ``ValueError``).
 
-    A node id is one topic level and the node's MQTT username: 1–64 characters, no
+    A node id is one topic level and the node's MQTT username: 1–64 bytes of UTF-8, no
     ``/ + # $``, no whitespace or control characters, and not one of the reserved
     words ``classifier``, ``stats``, ``gallery``.
 
     >>> check_node_id("door-1")
     'door-1'
-    >>> check_node_id("a/b")
-    Traceback (most recent call last):
-    ...
-    ValueError: invalid node id 'a/b': must not contain any of / + # $
+    >>> try:
+    ...     check_node_id("a/b")
+    ... except WireError as exc:
+    ...     print(exc)
+    [bad_topic] invalid node id 'a/b': must not contain any of / + # $
     """
     if not isinstance(node, str) or not node:
-        raise ValueError(f"invalid node id {node!r}: must be a non-empty string")
-    if len(node) > MAX_NODE_ID:
-        raise ValueError(f"invalid node id {node!r}: longer than {MAX_NODE_ID} characters")
+        raise WireError("bad_topic", f"invalid node id {node!r}: must be a non-empty string")
+    size = len(node.encode("utf-8", "surrogatepass"))
+    if size > MAX_NODE_ID:
+        shown = node if len(node) <= 80 else node[:77] + "..."
+        raise WireError(
+            "bad_topic", f"invalid node id {shown!r}: {size} bytes, at most {MAX_NODE_ID}"
+        )
     if any(c in _FORBIDDEN for c in node):
-        raise ValueError(f"invalid node id {node!r}: must not contain any of / + # $")
+        raise WireError("bad_topic", f"invalid node id {node!r}: must not contain any of / + # $")
     if any(c.isspace() or not c.isprintable() for c in node):
-        raise ValueError(
-            f"invalid node id {node!r}: must not contain whitespace or control characters"
+        raise WireError(
+            "bad_topic",
+            f"invalid node id {node!r}: must not contain whitespace or control characters",
         )
     if node in RESERVED_NODE_IDS:
-        raise ValueError(
-            f"invalid node id {node!r}: reserved ({', '.join(sorted(RESERVED_NODE_IDS))})"
+        raise WireError(
+            "bad_topic",
+            f"invalid node id {node!r}: reserved ({', '.join(sorted(RESERVED_NODE_IDS))})",
         )
     return node
 
@@ -95,6 +103,26 @@ def status(node: str) -> str:
 def error(node: str) -> str:
     """``faces/<node>/error``: JSON rejection notices, classifier → edge."""
     return _node_topic(node, "error")
+
+
+def parse(topic: str, kind: str | None = None) -> str:
+    """The node id of a ``faces/<node>/<kind>`` topic, checked; :class:`WireError`
+    (``bad_topic``) for anything else, e.g. an invalid or reserved node id, or another
+    ``kind`` than the one given.
+
+    >>> parse("faces/door/embedding", "embedding")
+    'door'
+    >>> try:
+    ...     parse("faces/a b/embedding")
+    ... except WireError as exc:
+    ...     print(exc.reason, exc.detail[:21])
+    bad_topic invalid node id 'a b'
+    """
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != PREFIX or (kind is not None and parts[2] != kind):
+        shown = topic if len(topic) <= 120 else topic[:117] + "..."
+        raise WireError("bad_topic", f"not a {PREFIX}/<node>/{kind or '<kind>'} topic: {shown!r}")
+    return check_node_id(parts[1])
 
 
 def node_of(topic: str) -> str:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from facewire import config
+from facewire.bus.client import BusClient
 from facewire.classifier.calibrate import calibrate
 from facewire.classifier.gallery import Gallery, build_gallery
 from facewire.classifier.search import Matcher
-from facewire.classifier.service import ClassifierService, GalleryIndex
+from facewire.classifier.service import GIL_SWITCH_INTERVAL_S, ClassifierService, GalleryIndex
 from facewire.config.cli import PIPELINE_FLAGS, SEARCH_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import ClassifierConfig
 
@@ -52,7 +54,7 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
 
 def index_gallery(gallery: Gallery, cfg: ClassifierConfig) -> GalleryIndex:
     matcher = Matcher.from_config(gallery.vectors, gallery.labels, cfg.search)
-    cal = calibrate(gallery.vectors, gallery.labels).as_dict() if len(gallery.names) > 1 else None
+    cal = calibrate(gallery.vectors, gallery.labels).summary() if len(gallery.names) > 1 else None
     return GalleryIndex(
         matcher, gallery.model_id, len(gallery.names), len(gallery.labels), gallery.version, cal
     )
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facewire classifier: {exc}", file=sys.stderr)
         return 2
     index = load_index(cfg, use_cache=not args.no_cache, progress=sys.stderr.isatty())
-    service = ClassifierService(cfg, index, client_id=args.client_id)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: so only here, in main
+    transport = BusClient(cfg.broker, args.client_id or f"classifier-{os.getpid()}")
+    service = ClassifierService(cfg, index, transport)
     service.start()
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)

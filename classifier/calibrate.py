@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facewire.bus import messages
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -37,6 +39,10 @@ class Calibration:
     eer_threshold: float
     recommended_threshold: float
     target_far: float
+
+    def summary(self, points: int = 41) -> messages.Calibration:
+        """The wire form (``faces/stats/thresholds``' ``calibration``)."""
+        return messages.Calibration.from_mapping(self.as_dict(points))
 
     def as_dict(self, points: int = 41) -> dict[str, object]:
         """JSON-ready summary with ``points`` samples of the FAR/FRR curve (0: none)."""

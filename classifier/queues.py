@@ -64,6 +64,11 @@ class FairQueues(Generic[T]):
                     self._order.append(node)
             return out
 
+    def drops(self) -> dict[str, int]:
+        """Messages dropped so far per node (a snapshot)."""
+        with self._cond:
+            return dict(self.dropped)
+
     def depths(self) -> dict[str, int]:
         with self._cond:
             return {node: len(q) for node, q in self._queues.items()}

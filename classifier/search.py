@@ -54,8 +54,7 @@ def ivf_lists(n: int) -> int:
 
 def ivf_probes(lists: int) -> int:
     """Cells a query scans by default: 8, more for many cells, where one person's
-    photos spread over more of them (recall@1 vs exact at 100k × 128-d: 0.986 with 8
-    of 1264 cells, 0.996 with 16, 1.0 with 24)."""
+    photos spread over more of them (recall against exact search: docs/benchmarks.md)."""
     return max(8, lists // 64)
 
 
@@ -90,8 +89,8 @@ def make_index(vectors: np.ndarray, cfg: SearchConfig | None = None) -> faiss.In
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
     elif kind == "ivf" and n >= 39:
-        # vectors kept as float16 in the cells: half the memory, and at 10k × 512-d
-        # 43 → 31 µs per query with the same recall (similarities within ~1e-3)
+        # vectors kept as float16 in the cells: half the memory, faster per query, the
+        # same recall (similarities within ~1e-3; docs/benchmarks.md)
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFScalarQuantizer(
             quantizer,

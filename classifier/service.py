@@ -1,38 +1,50 @@
-"""The classifier service: embeddings in, names out, over the broker.
+"""The classifier service: embeddings in, names out, over a transport.
 
-Threads: paho's network thread decodes and checks each message (microseconds) and
-puts it on its node's queue; one worker takes what is queued, round-robin across
-nodes, searches it as one FAISS batch and sends one result per message, in order per
-node, in one socket write. (A second thread publishing one batch while the next is
-searched was slower: 15.2 / 16.4k against 17.8 / 19.3k embeddings/s at 10k × 128-d,
-alternating runs; handing batches over cost more than the overlap gained.) A message
-that can't be used gets a reason on ``faces/<node>/error``.
+Threads and what each owns:
+
+- the transport's delivery thread (paho's network thread) runs :meth:`_on_embedding`:
+  it checks the topic, decodes and checks the message (microseconds) and puts it on
+  its node's queue, or refuses it. It owns the refusal counters.
+- one worker takes what is queued, round-robin across nodes, searches it as one FAISS
+  batch and sends one result per message, in order per node, in one socket write. It
+  owns the timing windows' writes and ``processed``.
+- the statistics thread publishes the status and threshold statistics, reading
+  snapshots (each window and counter under its own lock).
+
+The checks on an embedding, in order, each refusal answered on ``faces/<node>/error``
+(at most one report per node and reason a second; ``count`` counts them all): the
+topic's node id (``bad_topic``: logged and counted, but there is no valid topic to
+answer on), the payload (the codec's checks, :data:`facewire.bus.codec.CHECKS`), the
+payload's node against the topic's (``bad_metadata``), the model id against the
+gallery's (``wrong_model``); a full queue drops its oldest message (``queue_full``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import faiss
 import numpy as np
 
 from facewire.bus import codec, topics
-from facewire.bus.client import BusClient, Message
+from facewire.bus.errors import WireError
+from facewire.bus.latency import LatencyWindow
+from facewire.bus.messages import Calibration, ClassifierStatus, ErrorReport, GalleryInfo
+from facewire.bus.result_text import ResultEncoder
+from facewire.bus.transport import Message, Transport
 from facewire.classifier.queues import FairQueues
-from facewire.classifier.results import ResultEncoder
 from facewire.classifier.search import Matcher, describe
 from facewire.classifier.thresholds import LiveThresholds
 from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
+
+#: How often one node may be told about one reason, and warned of in the log.
+REPORT_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -52,49 +64,93 @@ class GalleryIndex:
     identities: int
     vectors: int
     version: str
-    calibration: dict[str, Any] | None = None
+    calibration: Calibration | None = None
 
 
 #: How long a Python thread may hold the GIL while another waits (CPython: 5 ms). The
-#: network thread and the worker hand work to each other many times per ms; at 0.5 ms,
-#: 10k × 128-d went from 14.0 / 16.3k to 17.8 / 17.5k embeddings/s (alternating runs)
-#: and a worker coming back from FAISS waits less for the GIL.
+#: network thread and the worker hand work to each other many times per ms; the
+#: classifier's ``main`` sets it (process-wide), docs/benchmarks.md has the figures.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def _pct(values: deque[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    p50, p99 = np.percentile(np.fromiter(values, float, len(values)), [50, 99])
-    return round(float(p50), 3), round(float(p99), 3)
+class Refusals:
+    """Counts refusals per (node, reason) and says when one may be reported again.
+
+    Used on the delivery thread (and the worker, for ``queue_full``); read by the
+    statistics thread; all under its lock.
+    """
+
+    def __init__(self, every_s: float = REPORT_EVERY_S) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._last: dict[tuple[str, str], float] = {}
+        self.bad_topics = 0
+
+    def count(self, node: str, reason: str, now: float) -> tuple[int, bool]:
+        """Count one; returns (count so far, whether to report it now)."""
+        key = (node, reason)
+        with self._lock:
+            n = self._counts[key] = self._counts.get(key, 0) + 1
+            due = now - self._last.get(key, -1e18) >= self.every_s
+            if due:
+                self._last[key] = now
+            return n, due
+
+    def topic(self, now: float) -> bool:
+        """Count a message on an invalid topic; whether to log it now."""
+        with self._lock:
+            self.bad_topics += 1
+            due = now - self._last.get(("", "bad_topic"), -1e18) >= self.every_s
+            if due:
+                self._last[("", "bad_topic")] = now
+            return due
+
+    def by_node(self, skip: str = "queue_full") -> dict[str, int]:
+        with self._lock:
+            out: dict[str, int] = {}
+            for (node, reason), n in self._counts.items():
+                if reason != skip:
+                    out[node] = out.get(node, 0) + n
+            return out
 
 
 class ClassifierService:
-    """Wire a ``GalleryIndex`` to the broker. ``start()`` returns once subscribed."""
+    """Wire a ``GalleryIndex`` to a transport. ``start()`` returns once subscribed.
 
-    def __init__(
-        self, cfg: ClassifierConfig, index: GalleryIndex, client_id: str | None = None
-    ) -> None:
+    >>> from facewire.bus.memory import MemoryBroker
+    >>> from facewire.config.schema import ClassifierConfig
+    >>> from facewire.classifier.search import Matcher
+    >>> m = Matcher(np.eye(2, dtype=np.float32), ["ann", "bob"], k=1)
+    >>> index = GalleryIndex(m, "toy-00000000", 2, 2, "v1")
+    >>> broker = MemoryBroker()
+    >>> service = ClassifierService(ClassifierConfig(), index, broker.transport("classifier"))
+    >>> _ = service.start()
+    >>> broker.settle(), ClassifierStatus.decode(broker.retained(topics.CLASSIFIER_STATUS)).model
+    (True, 'toy-00000000')
+    >>> service.stop()
+    """
+
+    def __init__(self, cfg: ClassifierConfig, index: GalleryIndex, transport: Transport) -> None:
         self.cfg = cfg
         self.index = index
         self.queues: FairQueues[Pending] = FairQueues(cfg.queue_size)
         self.live = LiveThresholds(cfg.stats_window)
-        self.rejected: dict[str, int] = {}
+        self.refusals = Refusals()
         self.processed = 0
-        self._queue_ms: deque[float] = deque(maxlen=2000)
-        self._search_ms: deque[float] = deque(maxlen=2000)
-        self._publish_ms: deque[float] = deque(maxlen=2000)  # per batch: results built + sent
-        self._inside_ms: deque[float] = deque(maxlen=2000)  # per message: arrival → sent
+        self._queue_ms = LatencyWindow(2000)
+        self._search_ms = LatencyWindow(2000)
+        self._publish_ms = LatencyWindow(2000)  # per batch: results built + sent
+        self._inside_ms = LatencyWindow(2000)  # per message: arrival → sent
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
-        self._last_drop_note: dict[str, float] = {}
+        self._rate_lock = threading.Lock()
         self._encoder: tuple[GalleryIndex, ResultEncoder] | None = None
         self._result_topics: dict[str, str] = {}
         self._stop = threading.Event()
-        offline = json.dumps({"state": "offline"})
-        self.client_id = client_id or f"classifier-{os.getpid()}"
-        self.bus = BusClient(
-            cfg.broker, self.client_id, will=(topics.CLASSIFIER_STATUS, offline, 1, True)
-        )
+        self.bus = transport
+        self.client_id = transport.client_id
+        offline = ClassifierStatus(state="offline").encode()
+        transport.set_will(topics.CLASSIFIER_STATUS, offline, 1, True)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------------
@@ -124,12 +180,7 @@ class ClassifierService:
         return self
 
     def start_workers(self, stats: bool = True) -> None:
-        """Start the worker thread (and the statistics one).
-
-        Also shortens the interpreter's GIL switch interval (process-wide): the
-        classifier process is these threads and paho's.
-        """
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        """Start the worker thread (and the statistics one)."""
         targets = [(self._work, "classifier-worker")]
         if stats:
             targets.append((self._report, "classifier-stats"))
@@ -138,18 +189,19 @@ class ClassifierService:
             t.start()
             self._threads.append(t)
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker (and statistics) threads ``start_workers`` started."""
+        return list(self._threads)
+
     def stop(self) -> None:
         self._stop.set()
         self.queues.close()
         for t in self._threads:
             t.join(5)
         try:
-            self.bus.publish(
-                topics.CLASSIFIER_STATUS,
-                json.dumps({"state": "offline", "ts": time.time()}),
-                1,
-                True,
-            )
+            offline = ClassifierStatus(state="offline", ts=time.time())
+            self.bus.publish(topics.CLASSIFIER_STATUS, offline.encode(), 1, True)
         finally:
             self.bus.close()
 
@@ -161,75 +213,67 @@ class ClassifierService:
         while not self._stop.wait(0.5):
             pass
 
-    # -- network thread -------------------------------------------------------------
+    # -- delivery thread ----------------------------------------------------------------
+
+    def handle(self, m: Message) -> None:
+        """One message from ``faces/<node>/embedding``: queued, or refused (never raises)."""
+        self._on_embedding(m)
 
     def _on_embedding(self, m: Message) -> None:
         received = time.perf_counter()
-        node = topics.node_of(m.topic)
+        try:
+            node = topics.parse(m.topic, "embedding")
+        except WireError as exc:
+            self._refuse_topic(exc)
+            return
         try:
             msg = codec.decode(m.payload, self.index.matcher.dim)
             if msg.node != node:
-                raise codec.CodecError(
+                raise WireError(
                     "bad_metadata",
                     f"node {msg.node!r} in the payload, {node!r} in the topic",
                     seq=msg.seq,
                 )
             if msg.model_id != self.index.model_id:
-                raise codec.CodecError(
+                raise WireError(
                     "wrong_model",
                     f"vector from model {msg.model_id!r}, gallery is {self.index.model_id!r}",
                     node=msg.node,
                     seq=msg.seq,
                 )
-        except codec.CodecError as exc:
-            self._reject(node, exc.code, exc.message, exc.seq)
+        except WireError as exc:
+            self._reject(node, exc.reason, exc.detail, exc.seq)
             return
         dropped = self.queues.put(node, Pending(msg, received))
         if dropped is not None:
-            self._note_drop(node, dropped.msg.seq)
+            count = self.queues.drops().get(node, 0)
+            detail = (
+                f"queue of {self.cfg.queue_size} full: dropped the oldest (seq {dropped.msg.seq}); "
+                f"{count} dropped so far"
+            )
+            self._reject(node, "queue_full", detail, dropped.msg.seq)
+
+    def _refuse_topic(self, exc: WireError) -> None:
+        if self.refusals.topic(time.monotonic()):
+            log.warning(
+                "ignored an embedding: %s (%d so far)", exc.detail, self.refusals.bad_topics
+            )
 
     def _reject(self, node: str, reason: str, detail: str, seq: int | None) -> None:
-        self.rejected[node] = self.rejected.get(node, 0) + 1
-        log.warning("rejected message from %s: %s (%s)", node, reason, detail)
-        payload = {
-            "node": node,
-            "reason": reason,
-            "detail": detail,
-            "seq": seq,
-            "count": self.rejected[node],
-            "ts": time.time(),
-        }
-        self.bus.publish(topics.error(node), json.dumps(payload), qos=0)
-
-    def _note_drop(self, node: str, seq: int) -> None:
-        # at most one note per node per second: a flood must not become a flood of errors
-        now = time.monotonic()
-        if now - self._last_drop_note.get(node, 0.0) < 1.0:
+        count, due = self.refusals.count(node, reason, time.monotonic())
+        if not due:  # a flood must not become a flood of replies and log lines
             return
-        self._last_drop_note[node] = now
-        count = self.queues.dropped.get(node, 0)
-        detail = (
-            f"queue of {self.cfg.queue_size} full: dropped the oldest (seq {seq}); "
-            f"{count} dropped so far"
-        )
-        log.warning("node %s: %s", node, detail)
-        payload = {
-            "node": node,
-            "reason": "queue_full",
-            "detail": detail,
-            "seq": seq,
-            "count": count,
-            "ts": time.time(),
-        }
-        self.bus.publish(topics.error(node), json.dumps(payload), qos=0)
+        log.warning("refused a message from %s: %s (%s; %d so far)", node, reason, detail, count)
+        report = ErrorReport(node, reason, detail, count, seq=seq, ts=time.time())
+        self.bus.publish(topics.error(node), report.encode(), qos=1)
 
     # -- worker -------------------------------------------------------------------------
 
     def prepare_worker_thread(self) -> None:
         """Call first on the thread that will call ``classify``.
 
-        FAISS's OpenMP threads are set per calling thread; one thread keeps a small
-        batch's search at ~2 ms p99 when the other core is busy (28 ms with two).
+        FAISS's OpenMP threads are set per calling thread; one keeps a small batch's
+        search fast when the other core is busy (docs/benchmarks.md).
         """
         faiss.omp_set_num_threads(max(1, self.cfg.search.threads))
 
@@ -251,7 +295,7 @@ class ClassifierService:
         found = index.matcher.match(np.stack([p.msg.vector for _, p in batch]))
         begun = time.perf_counter()
         search_ms = (begun - started) * 1000.0
-        self._search_ms.append(search_ms)
+        self._search_ms.add(search_ms)
         encoder = self._encoder_for(index)
         scores = found.scores.tolist()
         self.live.extend(scores)
@@ -264,13 +308,14 @@ class ClassifierService:
             found.known.tolist(),
             strict=True,
         )
-        topic_of, queue_ms_log = self._result_topic, self._queue_ms
+        topic_of = self._result_topic
         now = time.time()
         out = []
+        queue_ms_all = []
         for (node, p), winner, codes, sims, score, known in rows:
             msg = p.msg
             queue_ms = (started - p.received) * 1000.0
-            queue_ms_log.append(queue_ms)
+            queue_ms_all.append(queue_ms)
             text = encoder.encode(
                 node,
                 msg.seq,
@@ -292,10 +337,12 @@ class ClassifierService:
             out.append((topic_of(node), text))
         self.bus.publish_many(out)
         done = time.perf_counter()
-        self._publish_ms.append((done - begun) * 1000.0)
+        self._queue_ms.extend(queue_ms_all)
+        self._publish_ms.add((done - begun) * 1000.0)
         self._inside_ms.extend((done - p.received) * 1000.0 for _, p in batch)
-        self.processed += len(batch)
-        self._rate.append((time.monotonic(), self.processed))
+        with self._rate_lock:
+            self.processed += len(batch)
+            self._rate.append((time.monotonic(), self.processed))
 
     def _encoder_for(self, index: GalleryIndex) -> ResultEncoder:
         # one encoder per gallery: names and model are encoded once, not per message
@@ -315,54 +362,55 @@ class ClassifierService:
     # -- status and statistics --------------------------------------------------------
 
     def messages_per_s(self) -> float:
-        if len(self._rate) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
+        with self._rate_lock:
+            if len(self._rate) < 2:
+                return 0.0
+            (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
         if time.monotonic() - t1 > 5.0:
             return 0.0
         return round((n1 - n0) / max(t1 - t0, 1e-6), 1)
 
-    def status(self) -> dict[str, Any]:
-        q50, q99 = _pct(self._queue_ms)
-        s50, s99 = _pct(self._search_ms)
-        p50, p99 = _pct(self._publish_ms)
-        i50, i99 = _pct(self._inside_ms)
-        return {
-            "state": "online",
-            "client_id": self.client_id,
-            "model": self.index.model_id,
-            "gallery": {
-                "identities": self.index.identities,
-                "vectors": self.index.vectors,
-                "version": self.index.version,
-                "index": describe(self.index.matcher.index),
-            },
-            "threshold": self.index.matcher.threshold,
-            "queues": self.queues.depths(),
-            "dropped": dict(self.queues.dropped),
-            "rejected": sum(self.rejected.values()),
-            "rejected_by_node": dict(self.rejected),
-            "processed": self.processed,
-            "messages_per_s": self.messages_per_s(),
-            "timings": {
-                "queue_ms_p50": q50,
-                "queue_ms_p99": q99,
-                "search_ms_p50": s50,
-                "search_ms_p99": s99,
-                "publish_ms_p50": p50,  # per batch: its results built and handed to the broker
-                "publish_ms_p99": p99,
-                "total_ms_p50": i50,  # per message: arrival → its result sent
-                "total_ms_p99": i99,
-            },
-            "ts": time.time(),
-        }
+    def status(self) -> ClassifierStatus:
+        timings: dict[str, float | None] = {}
+        for name, window in (
+            ("queue", self._queue_ms),
+            ("search", self._search_ms),
+            ("publish", self._publish_ms),  # per batch: its results built and handed over
+            ("total", self._inside_ms),  # per message: arrival → its result sent
+        ):
+            pct = window.percentiles()
+            timings[f"{name}_ms_p50"], timings[f"{name}_ms_p99"] = pct.p50, pct.p99
+        index = self.index
+        by_node = self.refusals.by_node()
+        return ClassifierStatus(
+            state="online",
+            client_id=self.client_id,
+            model=index.model_id,
+            gallery=GalleryInfo(
+                identities=index.identities,
+                vectors=index.vectors,
+                version=index.version,
+                index=describe(index.matcher.index),
+                dim=index.matcher.dim,
+            ),
+            threshold=index.matcher.threshold,
+            queues=self.queues.depths(),
+            dropped=self.queues.drops(),
+            rejected=sum(by_node.values()),
+            rejected_by_node=by_node,
+            bad_topics=self.refusals.bad_topics,
+            processed=self.processed,
+            messages_per_s=self.messages_per_s(),
+            timings=timings,
+            ts=time.time(),
+        )
 
     def publish_status(self) -> None:
-        self.bus.publish(topics.CLASSIFIER_STATUS, json.dumps(self.status()), qos=1, retain=True)
+        self.bus.publish(topics.CLASSIFIER_STATUS, self.status().encode(), qos=1, retain=True)
 
     def publish_thresholds(self) -> None:
         snap = self.live.snapshot(self.index.matcher.threshold, self.index.calibration)
-        self.bus.publish(topics.THRESHOLDS, json.dumps(snap), qos=1, retain=True)
+        self.bus.publish(topics.THRESHOLDS, snap.encode(), qos=1, retain=True)
 
     def _report(self) -> None:
         while not self._stop.wait(self.cfg.stats_interval_s):

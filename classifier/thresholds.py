@@ -2,9 +2,9 @@
 
 >>> live = LiveThresholds(window=10)
 >>> for s in (0.2, 0.5, 0.9):
-...     live.add(s)
+...     live.extend([s])
 >>> snap = live.snapshot(threshold=0.4)
->>> snap["queries"], [g["named"] for g in snap["grid"] if g["threshold"] in (0.0, 0.4, 0.6)]
+>>> snap.queries, [g.named for g in snap.grid if g.threshold in (0.0, 0.4, 0.6)]
 (3, [3, 2, 1])
 """
 
@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
 
 import numpy as np
+
+from facewire.bus.messages import Calibration, GridPoint, ThresholdStats
 
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 EDGES = np.round(np.arange(-0.2, 1.0001, 0.05), 2)
@@ -29,18 +30,13 @@ class LiveThresholds:
         self._lock = threading.Lock()
         self.total = 0
 
-    def add(self, score: float) -> None:
-        self.extend([score])
-
     def extend(self, scores: list[float]) -> None:
         """``add`` for a whole batch, under one lock."""
         with self._lock:
             self._scores.extend(scores)
             self.total += len(scores)
 
-    def snapshot(
-        self, threshold: float, calibration: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def snapshot(self, threshold: float, calibration: Calibration | None = None) -> ThresholdStats:
         """The ``faces/stats/thresholds`` message (see docs/protocol.md)."""
         with self._lock:
             scores = np.fromiter(self._scores, dtype=np.float64, count=len(self._scores))
@@ -50,15 +46,16 @@ class LiveThresholds:
             else np.zeros(len(GRID), int)
         )
         counts, _ = np.histogram(np.clip(scores, EDGES[0], EDGES[-1]), bins=EDGES)
-        return {
-            "threshold": threshold,
-            "queries": int(len(scores)),
-            "total_queries": self.total,
-            "grid": [
-                {"threshold": float(t), "named": int(n), "unknown": int(len(scores) - n)}
+        return ThresholdStats(
+            threshold=threshold,
+            queries=int(len(scores)),
+            total_queries=self.total,
+            grid=tuple(
+                GridPoint(float(t), int(n), int(len(scores) - n))
                 for t, n in zip(GRID, named, strict=True)
-            ],
-            "histogram": {"edges": [float(e) for e in EDGES], "counts": [int(c) for c in counts]},
-            "calibration": calibration,
-            "ts": time.time(),
-        }
+            ),
+            edges=tuple(float(e) for e in EDGES),
+            counts=tuple(int(c) for c in counts),
+            calibration=calibration,
+            ts=time.time(),
+        )

@@ -92,11 +92,8 @@ class BrokerConfig:
 class DetectorConfig:
     """Face detector, run on a downscaled frame: YuNet (default) or OpenCV's Haar cascade.
 
-    YuNet (a small CNN, ``facewire models prepare yunet``) took ~6 ms on a 640×480
-    frame here against 40–65 ms for Haar, finds turned and partly hidden faces, and
-    scored better on the sample with SFace (rank-1 100 % vs 98.8 %, strangers rejected
-    91.4 % vs 88.6 %). At ``detect_width`` 320 it found faces down to a ~40 px wide box
-    in a 640×480 frame; at 256 (−1.5 ms) only from ~50 px.
+    YuNet is the default because it is several times faster, finds turned and partly
+    hidden faces, and names more people right (docs/benchmarks.md has the figures).
     """
 
     kind: Literal["haar", "yunet"] = setting(
@@ -108,8 +105,7 @@ class DetectorConfig:
     cascade: str = setting("haarcascade_frontalface_default.xml", "haar only: OpenCV cascade file")
     scale_factor: float = setting(1.1, "haar only: image pyramid step", gt=1.0)
     min_neighbors: int = setting(5, "haar only: overlapping hits a face needs", min=0)
-    # YuNet's boxes are tight: 7 sample photos with 22–29 px wide faces were dropped at
-    # 30, and keeping them cost no accuracy.
+    # YuNet's boxes are tight: at 30 it dropped small sample faces that cost no accuracy
     min_size: int | None = setting(
         None,
         "smallest face box kept, pixels of the original frame (null: haar 30, yunet 20)",
@@ -118,9 +114,8 @@ class DetectorConfig:
     detect_width: int = setting(
         320, "frames wider than this are downscaled before detection, pixels", min=32
     )
-    # Haar needs padding (0.15) on tightly cropped gallery photos (measured on the
-    # sample: 264 → 286 of 290 photos found); YuNet finds those unpadded, and padding
-    # costs it 1.8× the pixels (6 → 11 ms per frame) for the same faces and accuracy.
+    # Haar needs padding on tightly cropped gallery photos; YuNet finds those unpadded,
+    # and padding would cost it 1.8× the pixels for the same faces (docs/benchmarks.md)
     pad: float | None = setting(
         None,
         "pad the downscaled frame by this share of its longer side, repeating edge pixels, "
@@ -157,8 +152,8 @@ class PipelineConfig:
         f"square crop of the box); {MUST_AGREE}",
         flag="--no-align",
     )
-    # "landmarks" is ~2.4 ms per face against ~5–14 ms for the whole graph, with the
-    # same names on both accuracy sets (docs/benchmarks.md).
+    # "landmarks": a fraction of the whole graph's time per face, the same names on
+    # both accuracy sets (docs/benchmarks.md)
     mesh_runtime: Literal["landmarks", "mediapipe"] = setting(
         "landmarks",
         "how the 468 FaceMesh landmarks are found: landmarks (MediaPipe's landmark model "
@@ -175,7 +170,7 @@ class PipelineConfig:
         flag="--on-mesh-miss",
     )
     threads: int = setting(0, "ONNX Runtime intra-op threads (0: the library's default)", min=0)
-    # "run": CLIP int8 −2.5 to −4 ms per face on 2 cores (alternating runs).
+    # "run": faster per face on 2 cores than either other choice (docs/benchmarks.md)
     ort_spinning: Literal["run", "off", "on"] = setting(
         "run",
         "what the embedder's ONNX Runtime threads do between ops: run spins during a run "
@@ -270,7 +265,7 @@ class ClassifierConfig:
         flag="--queue-size",
     )
     # Only a backlog fills a batch, so this trades nothing at normal rates; saturated,
-    # 64 took ~10 % more per second than 32 (10k gallery, alternating runs).
+    # 64 beat 32 (docs/benchmarks.md)
     batch_max: int = setting(64, "most queued messages searched in one FAISS call", min=1)
     stats_interval_s: float = setting(
         2.0, "seconds between status and threshold statistics messages", gt=0

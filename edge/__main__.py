@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from facewire import config
+from facewire.bus import topics
+from facewire.bus.client import BusClient
+from facewire.bus.messages import Result
 from facewire.config.cli import PIPELINE_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import EdgeConfig
 from facewire.edge.daemon import EdgeNode
@@ -45,14 +48,21 @@ def main(argv: list[str] | None = None) -> int:
             args.config or config.default_path("edge"),
             overrides=overrides_from(args),
         )
-        node = EdgeNode(cfg)
+        transport = BusClient(cfg.broker, f"edge-{topics.check_node_id(cfg.node)}")
+        node = EdgeNode(cfg, transport)
     except (config.ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"facewire edge: {exc}", file=sys.stderr)
         return 2
     if args.print_results:
         import json
 
-        node.on_result = lambda r: print(json.dumps(r), flush=True)
+        def print_result(result: Result, latency_ms: float | None) -> None:
+            line = result.as_dict()
+            if latency_ms is not None:  # capture → result on this edge's clock
+                line["edge_latency_ms"] = round(latency_ms, 3)
+            print(json.dumps(line), flush=True)
+
+        node.on_result = print_result
     signal.signal(signal.SIGTERM, node.request_stop)
     signal.signal(signal.SIGINT, node.request_stop)
     node.start()
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         node.node,
         node.sent,
         node.results,
-        node.status()["latency_ms"],
+        node.status().latency_ms,
     )
     return 0
 

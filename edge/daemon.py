@@ -3,23 +3,29 @@
 It also listens to its own ``faces/<node>/result`` and times capture → result on its
 own clock (no clock sync needed), and keeps a retained ``faces/<node>/status`` with
 that latency, its fps and what it has sent; the broker publishes ``offline`` for it
-if it dies (last will).
+if it dies (last will). At start it reads the classifier's retained status and says
+so if the gallery's model id is not its own (every message would be refused).
+
+Threads and what each owns: the frame loop (:meth:`EdgeNode.run`) owns the pipeline,
+the dedup state, ``seq`` and ``sent``; the transport's delivery thread handles results
+and errors; the status thread publishes :meth:`EdgeNode.status`, reading windows and
+counters under their locks. :meth:`EdgeNode.close` joins the status thread before it
+publishes ``offline``, so no late ``online`` can follow it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import numpy as np
 
 from facewire.bus import codec, topics
-from facewire.bus.client import BusClient, Message
+from facewire.bus.errors import WireError
+from facewire.bus.latency import LatencyWindow
+from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Result
+from facewire.bus.transport import Message, Transport
 from facewire.config.schema import EdgeConfig
 from facewire.edge.dedup import Dedup
 from facewire.edge.sources import Frame
@@ -27,11 +33,25 @@ from facewire.models import Face, FacePipeline
 
 log = logging.getLogger("facewire.edge")
 
+#: Results and errors that did not parse are logged at most this often.
+WARN_EVERY_S = 5.0
+#: How long start() waits for the classifier's retained status to compare model ids.
+MODEL_CHECK_S = 2.0
+
+ResultHandler = Callable[[Result, "float | None"], None]
+
 
 class EdgeNode:
-    """Runs the pipeline on frames and publishes what it finds. ``run(frames)`` blocks."""
+    """Runs the pipeline on frames and publishes what it finds. ``run(frames)`` blocks.
 
-    def __init__(self, cfg: EdgeConfig, pipeline: FacePipeline | None = None) -> None:
+    ``on_result(result, latency_ms)`` is called (on the transport's thread) for each
+    result of this node, with capture → result on this edge's clock when the result
+    answers a message it sent.
+    """
+
+    def __init__(
+        self, cfg: EdgeConfig, transport: Transport, pipeline: FacePipeline | None = None
+    ) -> None:
         self.cfg = cfg
         self.node = topics.check_node_id(cfg.node)
         self.pipeline = pipeline or FacePipeline(cfg.pipeline)
@@ -39,20 +59,25 @@ class EdgeNode:
         self.seq = 0
         self.sent = 0
         self.results = 0
-        self.errors: deque[dict[str, Any]] = deque(maxlen=50)
-        self.latency_ms: deque[float] = deque(maxlen=1000)  # capture → result
-        self.publish_ms: deque[float] = deque(maxlen=1000)  # capture → published
+        self.errors: deque[ErrorReport] = deque(maxlen=50)
+        self.latency_ms = LatencyWindow(1000)  # capture → result
+        self.publish_ms = LatencyWindow(1000)  # capture → published
+        self.classifier_model: str | None = None  # from the classifier's retained status
         self._inflight: dict[int, float] = {}  # seq → capture time (perf_counter)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # _inflight, results, errors
         self._frames: deque[float] = deque(maxlen=50)
         self._stop = threading.Event()
-        self.on_result: Callable[[dict[str, Any]], None] | None = None
-        offline = json.dumps({"node": self.node, "state": "offline"})
-        self.bus = BusClient(
-            cfg.broker, f"edge-{self.node}", will=(topics.status(self.node), offline, 1, True)
+        self._classifier_seen = threading.Event()
+        self._status_thread: threading.Thread | None = None
+        self._last_warning = 0.0
+        self.on_result: ResultHandler | None = None
+        self.bus = transport
+        transport.set_will(
+            topics.status(self.node), EdgeStatus(self.node, "offline").encode(), 1, True
         )
-        self.bus.subscribe(topics.result(self.node), self._on_result, qos=0)
-        self.bus.subscribe(topics.error(self.node), self._on_error, qos=0)
+        transport.subscribe(topics.result(self.node), self._on_result, qos=0)
+        transport.subscribe(topics.error(self.node), self._on_error, qos=0)
+        transport.subscribe(topics.CLASSIFIER_STATUS, self._on_classifier_status, qos=0)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -63,8 +88,12 @@ class EdgeNode:
             time.sleep(0.05)
         if not self.bus.connected:
             log.warning("broker %s not reachable yet; buffering and retrying", self.bus.address)
+        else:
+            # the retained status arrives right after the subscription, if there is one
+            self._classifier_seen.wait(min(MODEL_CHECK_S, max(0.0, deadline - time.monotonic())))
         self.publish_status()
-        threading.Thread(target=self._report, name="edge-status", daemon=True).start()
+        self._status_thread = threading.Thread(target=self._report, name="edge-status", daemon=True)
+        self._status_thread.start()
         return self
 
     def request_stop(self, *_: object) -> None:
@@ -76,9 +105,9 @@ class EdgeNode:
         while self._inflight and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
-        self.bus.publish(
-            topics.status(self.node), json.dumps(self.status(state="offline")), 1, True
-        )
+        if self._status_thread is not None:
+            self._status_thread.join(drain_s)
+        self.bus.publish(topics.status(self.node), self.status(state="offline").encode(), 1, True)
         self.bus.close(timeout=drain_s)
         self.pipeline.close()
 
@@ -111,12 +140,13 @@ class EdgeNode:
     def publish(self, frame: Frame, face: Face) -> None:
         assert face.embedding is not None
         t0 = time.perf_counter()
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        stages = {"capture": frame.capture_ms}
-        stages.update({k.removesuffix("_ms"): v for k, v in face.stages.items()})
+        seq = self.seq = (self.seq + 1) & 0xFFFFFFFF
+        stages = {"capture": frame.capture_ms, **face.stages}
+        # building the record; serialising it adds a few µs that can't be inside itself
+        stages["encode"] = (time.perf_counter() - t0) * 1000.0
         msg = codec.EmbeddingMessage(
             node=self.node,
-            seq=self.seq,
+            seq=seq,
             frame_id=frame.frame_id & 0xFFFFFFFF,
             face_index=face.index & 0xFF,
             bbox=face.box,
@@ -126,80 +156,102 @@ class EdgeNode:
             quality=(face.quality.area, face.quality.blur, face.quality.brightness),
             vector=face.embedding,
         )
-        # building the record; serialising it adds ~10 µs that can't be inside itself
-        stages["encode"] = (time.perf_counter() - t0) * 1000.0
         payload = codec.encode(msg)
         with self._lock:
-            self._inflight[self.seq] = frame.captured_perf
+            self._inflight[seq] = frame.captured_perf
             if len(self._inflight) > 10_000:  # results that never came: forget the oldest
                 for k in list(self._inflight)[:1000]:
                     del self._inflight[k]
         self.bus.publish(topics.embedding(self.node), payload, qos=self.cfg.qos)
-        published = time.perf_counter()
-        self.publish_ms.append((published - frame.captured_perf) * 1000.0)
+        self.publish_ms.add((time.perf_counter() - frame.captured_perf) * 1000.0)
         self.sent += 1
 
-    # -- results and errors (network thread) -------------------------------------------------
+    # -- results and errors (delivery thread) ------------------------------------------------
+
+    def _warn(self, text: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = now
+            log.warning(text, *args)
 
     def _on_result(self, m: Message) -> None:
         now = time.perf_counter()
         try:
-            result = json.loads(m.payload)
-            seq = int(result["seq"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring malformed result on %s", m.topic)
+            result = Result.decode(m.payload)
+        except WireError as exc:
+            self._warn("ignoring a result on %s: %s", m.topic, exc)
             return
         with self._lock:
-            captured = self._inflight.pop(seq, None)
-        self.results += 1
+            captured = self._inflight.pop(result.seq, None)
+            self.results += 1
+        latency = None
         if captured is not None:
             latency = (now - captured) * 1000.0
-            self.latency_ms.append(latency)
-            result["edge_latency_ms"] = round(latency, 3)
+            self.latency_ms.add(latency)
         if self.on_result is not None:
-            self.on_result(result)
+            self.on_result(result, latency)
 
     def _on_error(self, m: Message) -> None:
         try:
-            err = json.loads(m.payload)
-        except ValueError:
+            err = ErrorReport.decode(m.payload)
+        except WireError as exc:
+            self._warn("ignoring an error report on %s: %s", m.topic, exc)
             return
-        self.errors.append(err)
-        log.warning(
-            "classifier rejected our message: %s (%s)", err.get("reason"), err.get("detail")
-        )
+        with self._lock:
+            self.errors.append(err)
+        log.warning("classifier refused our message: %s (%s)", err.reason, err.detail)
+
+    def _on_classifier_status(self, m: Message) -> None:
+        if not m.payload:
+            return
+        try:
+            status = ClassifierStatus.decode(m.payload)
+        except WireError as exc:
+            self._warn("ignoring the classifier status: %s", exc)
+            return
+        if status.model is None:  # its last will: nothing to compare
+            return
+        mine = self.pipeline.model_id
+        if status.model != mine and status.model != self.classifier_model:
+            log.error(
+                "edge %s embeds with model %s, but the classifier's gallery is %s: every "
+                "message will be refused (wrong_model). Run both with the same pipeline "
+                "settings (model, detector, mesh, align, mesh_runtime).",
+                self.node,
+                mine,
+                status.model,
+            )
+        self.classifier_model = status.model
+        self._classifier_seen.set()
 
     # -- status ---------------------------------------------------------------------------
 
     def fps(self) -> float:
-        if len(self._frames) < 2 or time.monotonic() - self._frames[-1] > 5.0:
+        frames = list(self._frames)
+        if len(frames) < 2 or time.monotonic() - frames[-1] > 5.0:
             return 0.0
-        return round((len(self._frames) - 1) / max(self._frames[-1] - self._frames[0], 1e-6), 2)
+        return round((len(frames) - 1) / max(frames[-1] - frames[0], 1e-6), 2)
 
-    def status(self, state: str = "online") -> dict[str, Any]:
-        lat = np.fromiter(self.latency_ms, float, len(self.latency_ms))
-        pub = np.fromiter(self.publish_ms, float, len(self.publish_ms))
-
-        def pct(a: np.ndarray, q: float) -> float | None:
-            return round(float(np.percentile(a, q)), 2) if len(a) else None
-
-        return {
-            "node": self.node,
-            "state": state,
-            "model": self.pipeline.model_id,
-            "fps": self.fps(),
-            "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "n": int(len(lat))},
-            "publish_ms": {"p50": pct(pub, 50), "p99": pct(pub, 99), "n": int(len(pub))},
-            "sent": self.sent,
-            "results": self.results,
-            "dropped_dedup": self.dedup.skipped,
-            "buffered": self.bus.pending,
-            "errors": len(self.errors),
-            "ts": time.time(),
-        }
+    def status(self, state: str = "online") -> EdgeStatus:
+        with self._lock:
+            results, errors = self.results, len(self.errors)
+        return EdgeStatus(
+            node=self.node,
+            state="offline" if state == "offline" else "online",
+            model=self.pipeline.model_id,
+            fps=self.fps(),
+            latency_ms=self.latency_ms.percentiles(2),
+            publish_ms=self.publish_ms.percentiles(2),
+            sent=self.sent,
+            results=results,
+            dropped_dedup=self.dedup.skipped,
+            buffered=self.bus.pending,
+            errors=errors,
+            ts=time.time(),
+        )
 
     def publish_status(self) -> None:
-        self.bus.publish(topics.status(self.node), json.dumps(self.status()), qos=1, retain=True)
+        self.bus.publish(topics.status(self.node), self.status().encode(), qos=1, retain=True)
 
     def _report(self) -> None:
         while not self._stop.wait(self.cfg.status_interval_s):

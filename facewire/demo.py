@@ -7,7 +7,6 @@ photos of people who are not; the monitor shows who was seen. Ctrl-C stops it al
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import socket
@@ -64,15 +63,17 @@ def wait_classifier_ready(
 ) -> None:
     from facewire.bus import topics
     from facewire.bus.client import BusClient, Message
+    from facewire.bus.errors import WireError
+    from facewire.bus.messages import ClassifierStatus
     from facewire.config.schema import BrokerConfig
 
     ready = threading.Event()
 
     def on_status(m: Message) -> None:
         try:
-            if json.loads(m.payload).get("state") == "online":
+            if m.payload and ClassifierStatus.decode(m.payload).state == "online":
                 ready.set()
-        except ValueError:
+        except WireError:
             pass
 
     client = BusClient(BrokerConfig(url=broker_url), "demo-watch")

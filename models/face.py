@@ -57,7 +57,8 @@ class Face:
     points in frame pixels (``None`` when FaceMesh was off or found nothing).
     ``crop`` is exactly what the embedder saw (aligned and masked when those steps
     ran), ``mask`` its face-oval mask (255 = face), ``embedding`` the L2-normalised
-    float32 vector. ``stages`` holds per-stage milliseconds (detect, mesh, align, embed).
+    float32 vector. ``stages`` holds per-stage milliseconds by stage name (``detect``,
+    ``mesh``, ``align``, ``embed``; the vocabulary is ``facewire.bus.messages.EDGE_STAGES``).
     """
 
     box: tuple[int, int, int, int]

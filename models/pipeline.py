@@ -107,7 +107,7 @@ class FacePipeline:
         quality = [Quality.measure(frame, box) for box, _ in found]
         detect_ms = _ms(t0)
         return [
-            Face(box=b, index=i, points=p, quality=q, stages={"detect_ms": detect_ms})
+            Face(box=b, index=i, points=p, quality=q, stages={"detect": detect_ms})
             for i, ((b, p), q) in enumerate(zip(found, quality, strict=True))
         ]
 
@@ -118,7 +118,7 @@ class FacePipeline:
         if self.mesher is not None:
             t0 = time.perf_counter()
             landmarks = self.mesher.landmarks(frame, face.box, face.points)
-            face.stages["mesh_ms"] = _ms(t0)
+            face.stages["mesh"] = _ms(t0)
             if landmarks is None and self.cfg.on_mesh_miss == "drop":
                 return False
         t0 = time.perf_counter()
@@ -144,7 +144,7 @@ class FacePipeline:
             crop = cv2.bitwise_and(crop, crop, mask=mask)
             face.mask = mask
         face.crop = crop
-        face.stages["align_ms"] = _ms(t0)
+        face.stages["align"] = _ms(t0)
         return True
 
     def get(self, frame: np.ndarray) -> list[Face]:
@@ -162,7 +162,7 @@ class FacePipeline:
         for face, vec in zip(faces, vectors, strict=True):
             face.embedding = vec
             face.model_id = self.model_id
-            face.stages["embed_ms"] = self.embedder.last_ms
+            face.stages["embed"] = self.embedder.last_ms
 
     def close(self) -> None:
         if self.mesher is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so --help works even where Flask or the bus are missing.
     from werkzeug.serving import make_server
 
+    from facewire.bus.client import BusClient
     from facewire.monitor.app import create_app
     from facewire.monitor.state import State
     from facewire.monitor.store import Store
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     store = Store(cfg.db, window=cfg.window)
     state = State()
-    subscriber = Subscriber(cfg.broker, store, state)
+    subscriber = Subscriber(BusClient(cfg.broker, f"monitor-{os.getpid()}"), store, state)
     try:
         server = make_server(cfg.host, cfg.port, create_app(store, state), threaded=True)
     except OSError as exc:

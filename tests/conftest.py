@@ -10,6 +10,32 @@ from tests.broker import Mosquitto
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "dataset"
 
+#: Modules whose tests cross a process or network boundary, export models, build
+#: wheels or drive a browser: the full suite runs them, the fast tier
+#: (``-m "not slow"``) does not. Tests using the ``mosquitto`` fixture are slow too.
+SLOW_MODULES = frozenset(
+    {
+        "test_bench",
+        "test_client",
+        "test_clip_export",
+        "test_demo",
+        "test_end_to_end",
+        "test_eval",
+        "test_monitor",
+        "test_monitor_browser",
+        "test_packaging",
+        "test_sface_prepare",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in SLOW_MODULES or "mosquitto" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:

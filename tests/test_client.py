@@ -118,9 +118,9 @@ def test_publish_many_delivers_every_message_in_order(
     batched: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import bus.client
+    from facewire.bus import packets
 
-    monkeypatch.setattr(bus.client, "_BATCHED_PUBLISH", batched)
+    monkeypatch.setattr(packets, "BATCHED", batched)
     inbox = Inbox()
     sub = new(clients, cfg(mosquitto), "sub").connect()
     sub.subscribe(topics.RESULTS, inbox)

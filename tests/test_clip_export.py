@@ -364,6 +364,8 @@ def test_edge_to_classifier_through_the_broker_with_clip(
 ):
     """detect → mesh → CLIP ONNX on the edge, vectors over MQTT, FAISS on the classifier."""
     from facewire import config
+    from facewire.bus.client import BusClient
+    from facewire.bus.messages import Result
     from facewire.classifier.__main__ import load_index
     from facewire.classifier.service import ClassifierService
     from facewire.config.schema import ClassifierConfig, EdgeConfig
@@ -383,19 +385,19 @@ def test_edge_to_classifier_through_the_broker_with_clip(
     )
     index = load_index(ccfg, progress=False)
     assert index.model_id.startswith("clip-vit-b32-random-")
-    service = ClassifierService(ccfg, index).start()
+    service = ClassifierService(ccfg, index, BusClient(ccfg.broker, "classifier")).start()
     ecfg = config.load(
         EdgeConfig,
         overrides={"node": "cam1", "broker.url": mosquitto.url, "dedup_distance": 0, **pipeline},
         env={},
     )
-    node = EdgeNode(ecfg).start()
+    node = EdgeNode(ecfg, BusClient(ecfg.broker, "edge-cam1")).start()
     results: list[dict] = []
     lock = threading.Lock()
 
-    def keep(r: dict) -> None:
+    def keep(r: Result, latency_ms: float | None) -> None:
         with lock:
-            results.append(r)
+            results.append(r.as_dict())
 
     node.on_result = keep
     try:

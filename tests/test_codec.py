@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from facewire.bus import codec
-from facewire.bus.codec import CodecError, EmbeddingMessage, check_vector, decode, encode
+from facewire.bus.codec import EmbeddingMessage, decode, encode
+from facewire.bus.errors import WireError
 
 PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -45,10 +46,10 @@ def make_msg(dim: int = 512, seed: int = 0, **kw: Any) -> EmbeddingMessage:
 
 
 def code_of(payload: bytes) -> str:
-    with pytest.raises(CodecError) as info:
+    with pytest.raises(WireError) as info:
         decode(payload)
-    assert info.value.code in codec.ERROR_CODES
-    return info.value.code
+    assert info.value.reason in codec.CHECKS
+    return info.value.reason
 
 
 # -- round trips ---------------------------------------------------------------------
@@ -168,10 +169,10 @@ def test_bad_dim_in_header() -> None:
 def test_expected_dim_other_than_the_vectors_is_bad_dim() -> None:
     payload = encode(make_msg(dim=128))
     assert decode(payload, expected_dim=128).dim == 128
-    with pytest.raises(CodecError) as info:
+    with pytest.raises(WireError) as info:
         decode(payload, expected_dim=512)
-    assert info.value.code == "bad_dim" and info.value.seq == 4_000_000_000
-    assert "128 dimensions, expected 512" in info.value.message
+    assert info.value.reason == "bad_dim" and info.value.seq == 4_000_000_000
+    assert "128 dimensions, expected 512" in info.value.detail
 
 
 def _with_vector_bytes(payload: bytes, index: int, raw: bytes) -> bytes:
@@ -187,9 +188,9 @@ def test_non_finite_vector(value: float, dtype: str) -> None:
     payload = encode(msg, dtype)
     raw = np.array([value], dtype=dtype).tobytes()
     bad = _with_vector_bytes(payload, 5, raw)
-    with pytest.raises(CodecError) as info:
+    with pytest.raises(WireError) as info:
         decode(bad)
-    assert info.value.code == "non_finite"
+    assert info.value.reason == "non_finite"
     assert (info.value.node, info.value.seq) == ("door", 42)  # known: reportable on …/error
     assert isinstance(info.value, ValueError)
 
@@ -197,9 +198,9 @@ def test_non_finite_vector(value: float, dtype: str) -> None:
 def test_bad_utf8_node_and_model() -> None:
     payload = encode(make_msg(dim=4, seq=9))
     bad_node = payload[:NODE_AT] + b"\xff\xfe" + payload[NODE_AT + 2 :]
-    with pytest.raises(CodecError) as info:
+    with pytest.raises(WireError) as info:
         decode(bad_node)
-    assert info.value.code == "bad_metadata"
+    assert info.value.reason == "bad_metadata"
     assert info.value.seq == 9 and info.value.node is None
     bad_model = payload[: NODE_AT + 5] + b"\xc3\x28" + payload[NODE_AT + 7 :]
     assert code_of(bad_model) == "bad_metadata"
@@ -240,23 +241,23 @@ def test_random_corruption_only_raises_codec_error() -> None:
         bad = bad[: rnd.randint(0, len(bad))] if rnd.random() < 0.3 else bad
         try:
             decode(bytes(bad))
-        except CodecError as exc:
-            assert exc.code in codec.ERROR_CODES
+        except WireError as exc:
+            assert exc.reason in codec.CHECKS
 
 
 def test_encode_rejects_what_decode_would() -> None:
-    with pytest.raises(CodecError, match="bad_dim"):
+    with pytest.raises(WireError, match="bad_dim"):
         encode(make_msg(vector=np.zeros((2, 4), np.float32)))
-    with pytest.raises(CodecError, match="bad_dim"):
+    with pytest.raises(WireError, match="bad_dim"):
         encode(make_msg(vector=np.zeros(0, np.float32)))
-    with pytest.raises(CodecError, match="bad_dim"):
+    with pytest.raises(WireError, match="bad_dim"):
         encode(make_msg(vector=np.zeros(4097, np.float32)))
-    with pytest.raises(CodecError, match="non_finite"):
+    with pytest.raises(WireError, match="non_finite"):
         encode(make_msg(vector=np.array([0.0, np.nan])))
-    with pytest.raises(CodecError, match="non_finite"):  # overflows float16
+    with pytest.raises(WireError, match="non_finite"):  # overflows float16
         encode(make_msg(vector=np.array([0.0, 1e5])))
     assert decode(encode(make_msg(vector=np.array([0.0, 1e5])), "float32")).vector[1] == 1e5
-    with pytest.raises(CodecError, match="bad_dtype"):
+    with pytest.raises(WireError, match="bad_dtype"):
         encode(make_msg(), dtype="float64")
     bad_fields: list[dict[str, Any]] = [
         {"node": "n" * 65},
@@ -273,22 +274,40 @@ def test_encode_rejects_what_decode_would() -> None:
         {"quality": (1.0, 2.0)},
     ]
     for fields in bad_fields:
-        with pytest.raises(CodecError, match="bad_metadata"):
+        with pytest.raises(WireError, match="bad_metadata"):
             encode(make_msg(**fields))
 
 
-def test_check_vector() -> None:
-    vec = np.ones(512, np.float32)
-    assert check_vector(vec, 512) is vec
-    assert check_vector(vec, None) is vec
-    with pytest.raises(CodecError) as info:
-        check_vector(vec, 128)
-    assert info.value.code == "bad_dim"
-    with pytest.raises(CodecError, match="bad_dim"):
-        check_vector(np.ones((2, 2), np.float32), 4)
-    vec[3] = np.nan
-    with pytest.raises(CodecError, match="non_finite"):
-        check_vector(vec, 512)
+def test_decoder_enforces_the_documented_limits() -> None:
+    """Node and model ids ≤ 64 bytes and stage names ≤ 32, on the way in as well."""
+    payload = encode(make_msg(dim=4, seq=5))
+    # a node id of 65 bytes: rewrite the node string and its length byte
+    meta_len = struct.unpack_from("<H", payload, 6)[0]
+    long_node = b"n" * 65
+    bad = (
+        payload[:6]
+        + struct.pack("<H", meta_len - 4 + 65)
+        + payload[8 : NODE_AT - 1]
+        + bytes([65])
+        + long_node
+        + payload[NODE_AT + 4 :]
+    )
+    with pytest.raises(WireError) as info:
+        decode(bad)
+    assert info.value.reason == "bad_metadata" and "node is 65 bytes" in info.value.detail
+    # a stage name of 33 bytes
+    name_at = STAGES_AT + 1
+    long_stage = (
+        payload[:6]
+        + struct.pack("<H", meta_len + 27)
+        + payload[8:name_at]
+        + bytes([33])
+        + b"x" * 33
+        + payload[name_at + 7 :]
+    )
+    with pytest.raises(WireError) as info:
+        decode(long_stage)
+    assert info.value.reason == "bad_metadata" and "33 bytes" in info.value.detail
 
 
 def test_module_doctest() -> None:

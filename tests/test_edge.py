@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 
@@ -11,6 +12,10 @@ import pytest
 
 from facewire import config
 from facewire.bench.frames import compose_frame
+from facewire.bus import topics
+from facewire.bus.codec import decode
+from facewire.bus.memory import MemoryBroker
+from facewire.bus.messages import ClassifierStatus, EdgeStatus
 from facewire.config.schema import EdgeConfig
 from facewire.edge.daemon import EdgeNode
 from facewire.edge.dedup import Dedup
@@ -71,19 +76,48 @@ def test_dedup_skips_the_same_face_in_the_same_place_until_it_is_old():
     assert d.skipped == 1
 
 
-def test_edge_node_dedups_a_face_that_stays(mosquitto):
-    cfg = config.load(EdgeConfig, overrides={"node": "cam", "broker.url": mosquitto.url}, env={})
-    node = EdgeNode(cfg).start()
+def test_edge_node_dedups_a_face_that_stays():
+    broker = MemoryBroker()
+    sent_payloads: list[bytes] = []
+    watcher = broker.transport("watcher")
+    watcher.subscribe(topics.EMBEDDINGS, lambda m: sent_payloads.append(m.payload))
+    watcher.connect()
+    cfg = config.load(EdgeConfig, overrides={"node": "cam"}, env={})
+    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
     try:
         frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
         sent = [len(node.process(frame)) for _ in range(4)]
         assert sent == [1, 0, 0, 0]
-        assert node.status()["dropped_dedup"] == 3
+        assert node.status().dropped_dedup == 3
+        assert broker.settle()
+        assert len(sent_payloads) == 1
+        assert decode(sent_payloads[0]).node == "cam"
     finally:
-        node.close(drain_s=0.5)
+        node.close(drain_s=0.1)
+    # a clean stop leaves an offline status, retained, published after the last online one
+    status = EdgeStatus.decode(broker.retained(topics.status("cam")) or b"")
+    assert status.state == "offline" and status.sent == 1
+
+
+def test_edge_says_at_start_when_its_model_is_not_the_classifiers(caplog):
+    broker = MemoryBroker()
+    classifier = broker.transport("classifier")
+    classifier.connect()
+    other = ClassifierStatus(state="online", model="sface-00000000+mp", ts=1.0)
+    classifier.publish(topics.CLASSIFIER_STATUS, other.encode(), qos=1, retain=True)
+    cfg = config.load(EdgeConfig, overrides={"node": "cam"}, env={})
+    with caplog.at_level(logging.ERROR, logger="facewire.edge"):
+        node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert node.pipeline.model_id in errors[0] and "sface-00000000+mp" in errors[0]
+        assert node.classifier_model == "sface-00000000+mp"
+    finally:
+        node.close(drain_s=0.1)
 
 
 def test_bad_node_id_is_refused():
     cfg = config.load(EdgeConfig, overrides={"node": "faces/evil"}, env={})
     with pytest.raises(ValueError):
-        EdgeNode(cfg)
+        EdgeNode(cfg, MemoryBroker().transport("edge"))

@@ -17,6 +17,7 @@ import pytest
 
 from facewire import config
 from facewire.bus.client import BusClient, Message
+from facewire.bus.messages import Result
 from facewire.classifier.__main__ import load_index
 from facewire.classifier.service import ClassifierService, GalleryIndex
 from facewire.config.schema import ClassifierConfig, EdgeConfig, SearchConfig
@@ -44,6 +45,13 @@ def gallery_index(tmp_path_factory) -> GalleryIndex:
     return load_index(cfg, progress=False)
 
 
+def serve(
+    cfg: ClassifierConfig, index: GalleryIndex, client_id: str = "classifier"
+) -> ClassifierService:
+    """A classifier on the real broker, as ``facewire classifier`` makes one."""
+    return ClassifierService(cfg, index, BusClient(cfg.broker, client_id)).start()
+
+
 def classifier_cfg(broker: Mosquitto, **kw: Any) -> ClassifierConfig:
     cfg = config.load(ClassifierConfig, overrides={"broker.url": broker.url}, env={})
     cfg.stats_interval_s = 0.5
@@ -54,7 +62,7 @@ def classifier_cfg(broker: Mosquitto, **kw: Any) -> ClassifierConfig:
 
 @pytest.fixture
 def classifier(mosquitto: Mosquitto, gallery_index: GalleryIndex) -> Iterator[ClassifierService]:
-    service = ClassifierService(classifier_cfg(mosquitto), gallery_index).start()
+    service = serve(classifier_cfg(mosquitto), gallery_index)
     yield service
     service.stop()
 
@@ -64,7 +72,7 @@ def edge_node(broker: Mosquitto, node: str) -> EdgeNode:
         EdgeConfig, overrides={"node": node, "broker.url": broker.url, "dedup_distance": 0}, env={}
     )
     cfg.status_interval_s = 0.5
-    return EdgeNode(cfg).start()
+    return EdgeNode(cfg, BusClient(cfg.broker, f"edge-{node}")).start()
 
 
 def replay(node: EdgeNode, folder: Path) -> tuple[dict[int, str], dict[int, dict]]:
@@ -72,9 +80,9 @@ def replay(node: EdgeNode, folder: Path) -> tuple[dict[int, str], dict[int, dict
     results: dict[int, dict] = {}
     lock = threading.Lock()
 
-    def keep(r: dict) -> None:
+    def keep(r: Result, latency_ms: float | None) -> None:
         with lock:
-            results[int(r["seq"])] = r
+            results[r.seq] = {**r.as_dict(), "edge_latency_ms": latency_ms}
 
     node.on_result = keep
     truth: dict[int, str] = {}
@@ -100,14 +108,14 @@ def test_probes_are_named_and_strangers_are_unknown(mosquitto, classifier):
         assert r["model"] == classifier.index.model_id and r["node"] == "door"
         for stage in ("detect_ms", "mesh_ms", "embed_ms", "queue_ms", "search_ms"):
             assert stage in r["timings"]
-        assert "edge_latency_ms" in r and r["edge_latency_ms"] > 0
+        assert r["edge_latency_ms"] is not None and r["edge_latency_ms"] > 0
 
         truth_u, results_u = replay(node, DATASET / "unknown")
         unknown = sum(results_u[s]["name"] == "unknown" for s in truth_u)
         assert unknown >= 0.8 * len(truth_u), f"{unknown} of {len(truth_u)} strangers unknown"
         st = node.status()
-        assert st["latency_ms"]["n"] == len(results) + len(results_u)
-        assert st["latency_ms"]["p50"] > 0
+        assert st.latency_ms is not None and st.latency_ms.n == len(results) + len(results_u)
+        assert st.latency_ms.p50 is not None and st.latency_ms.p50 > 0
     finally:
         node.close()
 
@@ -133,6 +141,7 @@ def test_status_and_threshold_topics(mosquitto, classifier):
         )
         cls = seen["faces/classifier/status"]
         assert cls["gallery"]["identities"] == 22 and cls["model"].startswith("sface-")
+        assert cls["gallery"]["dim"] == 128  # what a third-party node must send
         th = wait_for(
             lambda: (
                 seen.get("faces/stats/thresholds", {}).get("queries")
@@ -200,22 +209,31 @@ def test_malformed_payloads_get_errors_and_good_ones_still_answered(mosquitto, c
         "other_node": codec.encode(message(5, node="cam2")),
         "empty": b"",
     }
+    # topics whose node id is not valid: refused before decoding, costing nobody else
+    bad_topics = [
+        "faces/a b/embedding",
+        "faces/classifier/embedding",
+        f"faces/{'x' * 200}/embedding",
+    ]
+    for topic in bad_topics:
+        client.publish(topic, good, qos=1)
     for payload in bad.values():
         client.publish("faces/cam1/embedding", payload, qos=1)
     client.publish("faces/cam1/embedding", good, qos=1)
-    wait_for(
-        lambda: len(errors) >= len(bad) and results, 10, "an error per bad payload and a result"
-    )
-    reasons = [e["reason"] for e in errors]
-    assert reasons.count("wrong_model") == 1 and reasons.count("non_finite") == 1
-    assert reasons.count("bad_dim") >= 2  # wrong length, and a JSON list of floats
-    assert "bad_metadata" in reasons and ("truncated" in reasons or "bad_magic" in reasons)
+    wait_for(lambda: results, 10, "the good payload's result")
+    wait_for(lambda: classifier.status().rejected == len(bad), 5, "every bad payload counted")
+    reasons = {e["reason"] for e in errors}
+    assert {"wrong_model", "non_finite", "bad_dim", "bad_metadata"} <= reasons
+    assert "truncated" in reasons or "bad_magic" in reasons
     assert all(e["detail"] for e in errors)
+    # one reply per node and reason a second (two pairs repeat a reason back to back);
+    # the status counts every refusal
+    assert len(errors) == len(reasons) < len(bad)
     assert [r["seq"] for r in results] == [1]
+    assert classifier.status().bad_topics == len(bad_topics)
     # and it keeps serving
     client.publish("faces/cam1/embedding", codec.encode(message(6)), qos=1)
     wait_for(lambda: len(results) == 2, 5, "a second good result")
-    assert classifier.status()["rejected"] == len(bad)
     client.close()
 
 
@@ -239,9 +257,10 @@ def test_an_edge_that_crops_otherwise_is_told_so(mosquitto, classifier):
         },
         env={},
     )
-    node = EdgeNode(cfg).start()
+    node = EdgeNode(cfg, BusClient(cfg.broker, "edge-porch")).start()
     try:
         assert node.pipeline.model_id.endswith("+mp")
+        assert node.classifier_model == classifier.index.model_id  # seen (and said) at start
         node.process(next(open_source(str(photo), fps=0)))
         (error,) = wait_for(lambda: errors, 10, "a wrong_model error")
         assert error["reason"] == "wrong_model"
@@ -277,9 +296,7 @@ def test_a_flooding_node_does_not_delay_another(mosquitto):
     )
     # long queues, small batches: a node behind a full queue of 128 waits ~30 batches,
     # a node served round-robin waits ~1
-    service = ClassifierService(
-        classifier_cfg(mosquitto, queue_size=128, batch_max=4), index
-    ).start()
+    service = serve(classifier_cfg(mosquitto, queue_size=128, batch_max=4), index)
     sent_at: dict[tuple[str, int], float] = {}
     got_at: dict[tuple[str, int], float] = {}
     errors: list[dict] = []
@@ -328,10 +345,10 @@ def test_a_flooding_node_does_not_delay_another(mosquitto):
         client.close()
     flood_lat = sorted(got_at[k] - sent_at[k] for k in sent_at if k[0] == "flood" and k in got_at)
     calm_lat = sorted(got_at[k] - sent_at[k] for k in calm)
-    dropped = service.queues.dropped.get("flood", 0)
+    dropped = service.queues.drops().get("flood", 0)
     # the flood overran its own queue (and was told so); the calm node lost nothing
     assert dropped > 0 and any(e["reason"] == "queue_full" for e in errors)
-    assert service.queues.dropped.get("calm", 0) == 0 and len(calm_lat) == len(calm)
+    assert service.queues.drops().get("calm", 0) == 0 and len(calm_lat) == len(calm)
     # the calm node waits about one batch; the flooding node waits for its own full queue
     p90 = calm_lat[int(0.9 * (len(calm_lat) - 1))]
     flood_p50 = flood_lat[len(flood_lat) // 2]
@@ -395,12 +412,8 @@ def test_replicas_in_a_group_share_the_load_without_duplicates(mosquitto, galler
 
     from facewire.bus import codec
 
-    a = ClassifierService(
-        classifier_cfg(mosquitto, group="g"), gallery_index, client_id="cls-a"
-    ).start()
-    b = ClassifierService(
-        classifier_cfg(mosquitto, group="g"), gallery_index, client_id="cls-b"
-    ).start()
+    a = serve(classifier_cfg(mosquitto, group="g"), gallery_index, "cls-a")
+    b = serve(classifier_cfg(mosquitto, group="g"), gallery_index, "cls-b")
     results: list[dict] = []
     client = BusClient(config.schema.BrokerConfig(url=mosquitto.url), "sender")
     client.subscribe("faces/cam/result", lambda m: results.append(json.loads(m.payload)))

@@ -147,7 +147,8 @@ class Monitor:
 def start_monitor(url: str, db: Path, window: int = 100, keepalive_s: float = 15.0) -> Monitor:
     store = Store(db, window=window)
     state = State()
-    sub = Subscriber(BrokerConfig(url=url), store, state, client_id=f"monitor-test-{db.stem}")
+    transport = BusClient(BrokerConfig(url=url), f"monitor-test-{db.stem}")
+    sub = Subscriber(transport, store, state)
     sub.start(timeout=5)
     app = create_app(store, state, keepalive_s=keepalive_s)
     return Monitor(store, state, sub, app, app.test_client(), Publisher(url, f"pub-{db.stem}"))
@@ -258,7 +259,7 @@ def test_a_killed_edge_goes_offline_through_its_real_last_will(
     script = (
         "import json, sys, time\n"
         "from facewire.bus.client import BusClient\n"
-        "from config.schema import BrokerConfig\n"
+        "from facewire.config.schema import BrokerConfig\n"
         "will = json.dumps({'node': 'cam9', 'state': 'offline'}).encode()\n"
         "c = BusClient(BrokerConfig(url=sys.argv[1]), 'cam9',"
         " will=('faces/cam9/status', will, 1, True))\n"
@@ -296,7 +297,13 @@ def test_classifier_status_is_not_a_node(monitor: Monitor) -> None:
     clf = {
         "state": "online",
         "model": "sface-0123abcd",
-        "gallery": {"identities": 52, "vectors": 480, "version": "abc"},
+        "gallery": {
+            "identities": 52,
+            "vectors": 480,
+            "version": "abc",
+            "index": "flat",
+            "dim": 128,
+        },
         "queues": {"door": 2, "lobby": 0},
         "dropped": {"door": 5},
         "rejected": 1,
@@ -336,16 +343,15 @@ def test_threshold_stats(monitor: Monitor) -> None:
 
 
 def test_errors_endpoint(monitor: Monitor) -> None:
-    for i, reason in enumerate(["wrong_model", "bad_size"]):
+    for i, reason in enumerate(["wrong_model", "bad_dim"]):
         err = {"node": "door", "reason": reason, "detail": "x", "seq": i, "count": i + 1}
         monitor.pub.send(topics.error("door"), err)
-    monitor.pub.send(topics.error("lobby"), {"node": "lobby", "reason": "nan", "seq": 9})
+    nan = {"node": "lobby", "reason": "non_finite", "detail": "NaN", "seq": 9, "count": 1}
+    monitor.pub.send(topics.error("lobby"), nan)
     wait_for(lambda: monitor.json("/errors")["total"] == 3, what="3 errors")
     errors = monitor.json("/errors")["errors"]
-    assert [e["reason"] for e in errors] == ["nan", "bad_size", "wrong_model"]  # newest first
-    assert [e["reason"] for e in monitor.json("/errors?node=door&limit=1")["errors"]] == [
-        "bad_size"
-    ]
+    assert [e["reason"] for e in errors] == ["non_finite", "bad_dim", "wrong_model"]  # newest first
+    assert [e["reason"] for e in monitor.json("/errors?node=door&limit=1")["errors"]] == ["bad_dim"]
     nodes = {n["node"]: n for n in monitor.json("/nodes")["nodes"]}
     assert nodes["door"]["errors"] == 2 and nodes["door"]["state"] == "unknown"
 
@@ -373,7 +379,7 @@ def test_malformed_payloads_are_counted_and_do_not_stop_good_ones(monitor: Monit
     assert health["broker"]["connected"] is True
     recent = monitor.json("/errors")["malformed"]
     assert recent["total"] == len(bad)
-    assert recent["recent"][-1]["reason"].startswith("not UTF-8")
+    assert recent["recent"][-1]["reason"].startswith("[bad_json] result: not UTF-8")
     assert "expected a JSON object" in recent["recent"][-3]["reason"]
     # NaN is not valid JSON for browsers: it is stored as null, not refused.
     nan = result_payload("door", "nan_score_threshold", 0.9, 8)
@@ -576,12 +582,14 @@ def test_cli_help() -> None:
 def test_handle_never_raises_on_odd_topics(tmp_path: Path) -> None:
     """Defensive paths that a broker can't easily produce (e.g. a wider subscription)."""
     store, state = Store(tmp_path / "x.sqlite3"), State()
-    sub = Subscriber(BrokerConfig(), store, state)
+    sub = Subscriber(None, store, state)
     try:
         sub.handle(Message("faces/door/embedding", b"{}", False, 1))
         sub.handle(Message("faces/stats/result", b"{}", False, 1))
         sub.handle(Message("other/topic", b"{}", False, 0))
         assert state.malformed_total == 3
-        assert [m["reason"] for m in state.malformed_recent()][0].startswith("unexpected topic")
+        reasons = [m["reason"] for m in state.malformed_recent()]
+        assert all(r.startswith("[bad_topic]") for r in reasons), reasons
+        assert "unexpected topic" in reasons[-1]
     finally:
         store.close()

@@ -113,7 +113,7 @@ def test_several_faces_of_a_frame_are_embedded_in_one_batch(pipeline):
     faces = pipeline.get(frame)
     assert len(faces) == 3
     # one embedder call: every face reports the same batch time
-    assert len({f.stages["embed_ms"] for f in faces}) == 1
+    assert len({f.stages["embed"] for f in faces}) == 1
     # and the batch gives the same vectors as one face at a time
     for f in faces:
         single = pipeline.embedder.embed([f.crop])[0]

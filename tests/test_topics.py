@@ -8,6 +8,7 @@ import pytest
 from paho.mqtt.client import topic_matches_sub
 
 from facewire.bus import topics
+from facewire.bus.errors import WireError
 
 
 def test_per_node_topics() -> None:
@@ -20,8 +21,6 @@ def test_per_node_topics() -> None:
 def test_constants_and_filters() -> None:
     assert topics.CLASSIFIER_STATUS == "faces/classifier/status"
     assert topics.THRESHOLDS == "faces/stats/thresholds"
-    assert topics.ENROLL == "faces/gallery/enroll"
-    assert topics.RELOAD == "faces/gallery/reload"
     assert topics.EMBEDDINGS == "faces/+/embedding"
     assert topics.RESULTS == "faces/+/result"
     assert topics.STATUSES == "faces/+/status"
@@ -62,7 +61,7 @@ def test_shared() -> None:
         topics.shared(topics.EMBEDDINGS, "a/b")
 
 
-@pytest.mark.parametrize("node", ["door", "edge-1", "cam_2.hall", "Küche", "x" * 64])
+@pytest.mark.parametrize("node", ["door", "edge-1", "cam_2.hall", "Küche", "x" * 64, "ü" * 32])
 def test_valid_node_ids(node: str) -> None:
     assert topics.check_node_id(node) == node
 
@@ -80,16 +79,30 @@ def test_valid_node_ids(node: str) -> None:
         "nl\n",
         "nul\x00",
         "x" * 65,
+        "ü" * 33,  # 66 bytes of UTF-8: the limit is in bytes, as in the embedding message
         "classifier",
         "stats",
         "gallery",
     ],
 )
 def test_invalid_node_ids(node: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(WireError) as info:
         topics.check_node_id(node)
+    assert info.value.reason == "bad_topic"
     with pytest.raises(ValueError):
         topics.embedding(node)
+    with pytest.raises(WireError):
+        topics.parse(f"faces/{node}/embedding", "embedding")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["faces//embedding", "faces/door/result", "faces/a/b/embedding", "other/door/embedding", ""],
+)
+def test_parse_refuses_other_topics(topic: str) -> None:
+    with pytest.raises(WireError) as info:
+        topics.parse(topic, "embedding")
+    assert info.value.reason == "bad_topic"
 
 
 def test_doctests() -> None:

@@ -1,18 +1,20 @@
-"""The JSON result messages on ``faces/<node>/result``, built from pre-encoded parts.
+"""A :class:`~facewire.bus.messages.Result`'s JSON text for a whole batch, fast.
 
-``json.dumps`` of a result dict costs ~20 µs, more than the rest of the classifier's
-work per message at a 1k gallery. Names, model and the node's own fields are
-JSON-encoded once and the per-message numbers are formatted straight into the text.
-The output parses to exactly what ``json.dumps`` of the same result as a dict gives
-(``tests/test_results.py`` holds that reference and checks it).
+The classifier's hot path: building a ``Result`` and ``json.dumps`` of it per message
+would cost more than the rest of the classifier's work per message, so names, model
+and each node's fields are JSON-encoded once and the per-message numbers are
+formatted straight into the text. Its output decodes (``Result.decode``) to the
+``Result`` of the same values, scores rounded to 4 and milliseconds to 3 decimals;
+``tests/test_results.py`` checks that.
 
->>> import json, numpy as np
->>> from facewire.classifier.results import ResultEncoder
+>>> import numpy as np
+>>> from facewire.bus.messages import Result
 >>> enc = ResultEncoder(np.array(["ann", "bob"]), "sface@1234abcd", 0.363)
 >>> text = enc.encode("door", 7, 3, 0, (1, 2, 3, 4), 1700000000.5, {"embed": 4.25},
 ...                   1, [1, 0], [0.8125, 0.25], 0.8125, True, 0.1, 0.2, 0.35, 1700000000.75)
->>> json.loads(text)["name"], json.loads(text)["neighbours"][1]
-('bob', {'name': 'ann', 'score': 0.25})
+>>> r = Result.decode(text)
+>>> r.name, r.neighbours[1], r.timings["embed"]
+('bob', Neighbour(name='ann', score=0.25), 4.25)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from facewire.classifier.search import UNKNOWN
+from facewire.bus.messages import UNKNOWN
 
 _CACHE_MAX = 4096  # node ids and stage names seen; bounded against a flood of new ones
 
@@ -36,8 +38,8 @@ def _number(value: float, digits: int) -> str:
 
 
 def _stage_key(name: str) -> str:
-    # edge stages arrive as "embed"; results say "embed_ms"
-    return json.dumps(name if name.endswith("_ms") else f"{name}_ms")
+    # the one rule of the stage vocabulary: stage "embed" is JSON key "embed_ms"
+    return json.dumps(f"{name}_ms")
 
 
 def _exact(value: float) -> str:

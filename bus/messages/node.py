@@ -1,0 +1,229 @@
+"""The messages about one node: its results, its status, and why a message was refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from facewire.bus.errors import REASONS, WireError
+from facewire.bus.messages.fields import (
+    MAX_MODEL,
+    MAX_NAME,
+    MAX_NODE,
+    MAX_TEXT,
+    UNKNOWN,
+    JsonMessage,
+    State,
+    _Fields,
+    read_state,
+)
+
+# --- shared parts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """p50/p99 over the last ``n`` values (``None`` while there are none)."""
+
+    p50: float | None
+    p99: float | None
+    n: int
+
+    @classmethod
+    def read(cls, f: _Fields | None) -> Percentiles | None:
+        if f is None:
+            return None
+        return cls(f.number("p50", False), f.number("p99", False), f.integer("n", False) or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"p50": self.p50, "p99": self.p99, "n": self.n}
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """One of the k nearest gallery vectors: its identity and cosine similarity."""
+
+    name: str
+    score: float
+
+
+# --- faces/<node>/result ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Result(JsonMessage):
+    """``faces/<node>/result``: one per embedding message classified.
+
+    ``name`` is the identity or :data:`UNKNOWN`; ``score`` the similarity backing it;
+    ``timings`` the edge's stages and the classifier's, by stage name, in ms.
+    """
+
+    KIND: ClassVar[str] = "result"
+
+    node: str
+    seq: int
+    name: str
+    score: float
+    model: str
+    threshold: float | None = None
+    frame: int | None = None
+    face: int | None = None
+    neighbours: tuple[Neighbour, ...] = ()
+    bbox: tuple[int, int, int, int] | None = None
+    captured_at: float | None = None
+    timings: Mapping[str, float | None] = field(default_factory=dict)
+    classified_at: float | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.name != UNKNOWN
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> Result:
+        neighbours = []
+        for i, item in enumerate(f.array("neighbours") or ()):
+            n = _Fields(item, f"result.neighbours[{i}]")
+            neighbours.append(Neighbour(n.text("name", MAX_NAME), n.number("score")))
+        bbox = f.array("bbox")
+        if bbox is not None:
+            if len(bbox) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in bbox
+            ):
+                raise WireError("bad_field", "result: 'bbox' must be 4 integers [x, y, w, h]")
+            bbox = tuple(bbox)
+        timings = {}
+        for key, ms in f.numbers("timings").items():
+            if key.endswith("_ms") and len(key) > 3:  # other keys: not ours, ignored
+                timings[key[:-3]] = ms
+        return cls(
+            node=f.text("node", MAX_NODE),
+            seq=f.integer("seq"),
+            name=f.text("name", MAX_NAME),
+            score=f.number("score"),
+            model=f.text("model", MAX_MODEL),
+            threshold=f.number("threshold", False),
+            frame=f.integer("frame", False),
+            face=f.integer("face", False),
+            neighbours=tuple(neighbours),
+            bbox=bbox,
+            captured_at=f.number("captured_at", False),
+            timings=timings,
+            classified_at=f.number("classified_at", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "seq": self.seq,
+            "frame": self.frame,
+            "face": self.face,
+            "name": self.name,
+            "score": self.score,
+            "threshold": self.threshold,
+            "model": self.model,
+            "neighbours": [{"name": n.name, "score": n.score} for n in self.neighbours],
+            "bbox": list(self.bbox) if self.bbox is not None else None,
+            "captured_at": self.captured_at,
+            "timings": {f"{k}_ms": v for k, v in self.timings.items()},
+            "classified_at": self.classified_at,
+        }
+
+
+# --- faces/<node>/status ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStatus(JsonMessage):
+    """``faces/<node>/status`` (retained): an edge's heartbeat; also its last will,
+    which carries ``node`` and ``state`` alone (fields that are ``None`` are left out).
+    """
+
+    KIND: ClassVar[str] = "edge status"
+
+    node: str
+    state: State
+    model: str | None = None
+    fps: float | None = None
+    latency_ms: Percentiles | None = None  # capture → result, on the edge's clock
+    publish_ms: Percentiles | None = None  # capture → published
+    sent: int | None = None
+    results: int | None = None
+    dropped_dedup: int | None = None
+    buffered: int | None = None
+    errors: int | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> EdgeStatus:
+        return cls(
+            node=f.text("node", MAX_NODE),
+            state=read_state(f),
+            model=f.text("model", MAX_MODEL, False),
+            fps=f.number("fps", False),
+            latency_ms=Percentiles.read(f.obj("latency_ms")),
+            publish_ms=Percentiles.read(f.obj("publish_ms")),
+            sent=f.integer("sent", False),
+            results=f.integer("results", False),
+            dropped_dedup=f.integer("dropped_dedup", False),
+            buffered=f.integer("buffered", False),
+            errors=f.integer("errors", False),
+            ts=f.number("ts", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.node, "state": self.state}
+        for key in ("model", "fps", "latency_ms", "publish_ms", "sent", "results"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.as_dict() if isinstance(value, Percentiles) else value
+        for key in ("dropped_dedup", "buffered", "errors", "ts"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+# --- faces/<node>/error ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport(JsonMessage):
+    """``faces/<node>/error``: why a message of that node was refused (or dropped).
+
+    ``count``: refusals of this ``reason`` for this node since the classifier started
+    (reports may be rate-limited; the count still counts every one).
+    """
+
+    KIND: ClassVar[str] = "error"
+
+    node: str
+    reason: str
+    detail: str
+    count: int
+    seq: int | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> ErrorReport:
+        reason = f.text("reason", 32)
+        if reason not in REASONS:
+            raise WireError("bad_field", f"error: unknown reason {reason!r}")
+        return cls(
+            node=f.text("node", MAX_NODE),
+            reason=reason,
+            detail=f.text("detail", MAX_TEXT),
+            count=f.integer("count"),
+            seq=f.integer("seq", False),
+            ts=f.number("ts", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "reason": self.reason,
+            "detail": self.detail,
+            "seq": self.seq,
+            "count": self.count,
+            "ts": self.ts,
+        }

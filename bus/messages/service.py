@@ -1,0 +1,242 @@
+"""The classifier's own messages: its status, and the live threshold statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from facewire.bus.errors import WireError
+from facewire.bus.messages.fields import (
+    MAX_MODEL,
+    MAX_TEXT,
+    JsonMessage,
+    State,
+    _Fields,
+    _finite,
+    read_state,
+)
+
+# --- faces/classifier/status -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryInfo:
+    """What the classifier searches: ``dim`` is the vector size a node must send."""
+
+    identities: int
+    vectors: int
+    version: str
+    index: str
+    dim: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "identities": self.identities,
+            "vectors": self.vectors,
+            "version": self.version,
+            "index": self.index,
+            "dim": self.dim,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierStatus(JsonMessage):
+    """``faces/classifier/status`` (retained); its last will is ``{"state": "offline"}``.
+
+    ``timings`` holds ``<stage>_ms_p50`` / ``_p99`` keys over the recent window.
+    """
+
+    KIND: ClassVar[str] = "classifier status"
+
+    state: State
+    model: str | None = None
+    gallery: GalleryInfo | None = None
+    threshold: float | None = None
+    queues: Mapping[str, int] = field(default_factory=dict)
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    rejected: int | None = None
+    rejected_by_node: Mapping[str, int] = field(default_factory=dict)
+    bad_topics: int | None = None  # embeddings on a topic with no valid node id
+    processed: int | None = None
+    messages_per_s: float | None = None
+    timings: Mapping[str, float | None] = field(default_factory=dict)
+    client_id: str | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> ClassifierStatus:
+        g = f.obj("gallery")
+        gallery = None
+        if g is not None:
+            gallery = GalleryInfo(
+                identities=g.integer("identities"),
+                vectors=g.integer("vectors"),
+                version=g.text("version", MAX_TEXT),
+                index=g.text("index", MAX_TEXT),
+                dim=g.integer("dim", minimum=1),
+            )
+        return cls(
+            state=read_state(f),
+            model=f.text("model", MAX_MODEL, False),
+            gallery=gallery,
+            threshold=f.number("threshold", False),
+            queues=f.counts("queues"),
+            dropped=f.counts("dropped"),
+            rejected=f.integer("rejected", False),
+            rejected_by_node=f.counts("rejected_by_node"),
+            bad_topics=f.integer("bad_topics", False),
+            processed=f.integer("processed", False),
+            messages_per_s=f.number("messages_per_s", False),
+            timings=f.numbers("timings"),
+            client_id=f.text("client_id", MAX_TEXT, False),
+            ts=f.number("ts", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.state == "offline" and self.model is None:
+            return {"state": self.state, **({"ts": self.ts} if self.ts is not None else {})}
+        return {
+            "state": self.state,
+            "client_id": self.client_id,
+            "model": self.model,
+            "gallery": self.gallery.as_dict() if self.gallery is not None else None,
+            "threshold": self.threshold,
+            "queues": dict(self.queues),
+            "dropped": dict(self.dropped),
+            "rejected": self.rejected,
+            "rejected_by_node": dict(self.rejected_by_node),
+            "bad_topics": self.bad_topics,
+            "processed": self.processed,
+            "messages_per_s": self.messages_per_s,
+            "timings": dict(self.timings),
+            "ts": self.ts,
+        }
+
+
+# --- faces/stats/thresholds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GridPoint:
+    """How many of the window's queries a threshold would name, and leave unknown."""
+
+    threshold: float
+    named: int
+    unknown: int
+
+
+@dataclass(frozen=True, slots=True)
+class CurvePoint:
+    threshold: float
+    far: float
+    frr: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """From leave-one-out over the gallery: genuine vs impostor similarities."""
+
+    eer: float
+    eer_threshold: float
+    recommended_threshold: float
+    target_far: float
+    curve: tuple[CurvePoint, ...] = ()
+    genuine_pairs: int | None = None
+    impostor_pairs: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Calibration:
+        found = cls.read(_Fields(dict(data), "calibration"))
+        assert found is not None
+        return found
+
+    @classmethod
+    def read(cls, f: _Fields | None) -> Calibration | None:
+        if f is None:
+            return None
+        curve = []
+        for i, item in enumerate(f.array("curve") or ()):
+            c = _Fields(item, f"{f.what}.curve[{i}]")
+            curve.append(CurvePoint(c.number("threshold"), c.number("far"), c.number("frr")))
+        return cls(
+            eer=f.number("eer"),
+            eer_threshold=f.number("eer_threshold"),
+            recommended_threshold=f.number("recommended_threshold"),
+            target_far=f.number("target_far"),
+            curve=tuple(curve),
+            genuine_pairs=f.integer("genuine_pairs", False),
+            impostor_pairs=f.integer("impostor_pairs", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "eer": self.eer,
+            "eer_threshold": self.eer_threshold,
+            "recommended_threshold": self.recommended_threshold,
+            "target_far": self.target_far,
+        }
+        if self.genuine_pairs is not None:
+            out["genuine_pairs"] = self.genuine_pairs
+        if self.impostor_pairs is not None:
+            out["impostor_pairs"] = self.impostor_pairs
+        out["curve"] = [{"threshold": c.threshold, "far": c.far, "frr": c.frr} for c in self.curve]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdStats(JsonMessage):
+    """``faces/stats/thresholds`` (retained): the live threshold tuner's statistics."""
+
+    KIND: ClassVar[str] = "threshold statistics"
+
+    threshold: float
+    queries: int
+    grid: tuple[GridPoint, ...] = ()
+    edges: tuple[float, ...] = ()  # histogram of live top-1 scores: len(edges) = counts + 1
+    counts: tuple[int, ...] = ()
+    calibration: Calibration | None = None
+    total_queries: int | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> ThresholdStats:
+        grid = []
+        for i, item in enumerate(f.array("grid") or ()):
+            g = _Fields(item, f"thresholds.grid[{i}]")
+            grid.append(GridPoint(g.number("threshold"), g.integer("named"), g.integer("unknown")))
+        edges: Iterable[Any] = ()
+        counts: Iterable[Any] = ()
+        hist = f.obj("histogram")
+        if hist is not None:
+            edges, counts = hist.array("edges") or (), hist.array("counts") or ()
+            if not all(_finite(e) for e in edges) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+            ):
+                raise WireError("bad_field", "thresholds: histogram edges/counts must be numbers")
+            if counts and len(edges) != len(counts) + 1:  # type: ignore[arg-type,unused-ignore]
+                raise WireError("bad_field", "thresholds: histogram needs len(counts) + 1 edges")
+        return cls(
+            threshold=f.number("threshold"),
+            queries=f.integer("queries", False) or 0,
+            grid=tuple(grid),
+            edges=tuple(float(e) for e in edges),
+            counts=tuple(counts),
+            calibration=Calibration.read(f.obj("calibration")),
+            total_queries=f.integer("total_queries", False),
+            ts=f.number("ts", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "queries": self.queries,
+            "total_queries": self.total_queries,
+            "grid": [
+                {"threshold": g.threshold, "named": g.named, "unknown": g.unknown}
+                for g in self.grid
+            ],
+            "histogram": {"edges": list(self.edges), "counts": list(self.counts)},
+            "calibration": self.calibration.as_dict() if self.calibration is not None else None,
+            "ts": self.ts,
+        }
