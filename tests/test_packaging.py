@@ -67,3 +67,31 @@ def test_parts_import_only_under_facewire(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_services_run_without_the_tooling(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+    """A runtime image may leave out model preparation, benches and devtools."""
+    site = tmp_path / "site"
+    wheel.extractall(site)
+    for tooling in ("facewire/models/tools", "facewire/bench", "facewire/devtools"):
+        assert (site / tooling).is_dir()
+        for f in sorted((site / tooling).rglob("*"), reverse=True):
+            f.rmdir() if f.is_dir() else f.unlink()
+        (site / tooling).rmdir()
+    code = (
+        "import sys\n"
+        # this checkout's editable install must not fill in what the copy lacks
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in repr(f)]\n"
+        f"sys.path.insert(0, {str(site)!r})\n"
+        "import importlib\n"
+        "for m in ('facewire.edge.__main__', 'facewire.classifier.__main__',\n"
+        "          'facewire.monitor.cli', 'facewire.monitor.app', 'facewire.models.pipeline'):\n"
+        "    assert importlib.import_module(m).__file__.startswith(sys.path[0]), m\n"
+        "from facewire.cli import main\n"
+        "raise SystemExit(main(['classifier', '--help']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "facewire classifier" in done.stdout

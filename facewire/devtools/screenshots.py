@@ -143,20 +143,32 @@ def fill(store: Store, state: State, rng: random.Random) -> None:
         {
             "state": "online",
             "model": MODEL,
-            "gallery": {"identities": 52, "vectors": 488, "version": "3f9a21c"},
+            "gallery": {
+                "identities": 52,
+                "vectors": 488,
+                "version": "3f9a21c",
+                "index": "flat",
+                "dim": 128,
+            },
             "queues": {"door": 0, "lobby": 1, "garage": 0},
             "dropped": {"door": 0, "lobby": 3, "garage": 0},
             "rejected": 2,
             "processed": 18_342,
             "messages_per_s": 9.8,
-            "timings": {"queue_p50_ms": 0.21, "search_p50_ms": 0.14, "search_p99_ms": 0.52},
+            "timings": {"queue_ms_p50": 0.21, "search_ms_p50": 0.14, "search_ms_p99": 0.52},
             "ts": now,
         },
         at=now - 1,
     )
     state.error(
         "garage",
-        {"node": "garage", "reason": "wrong_model", "detail": "clip-vit-b32 ≠ " + MODEL, "seq": 17},
+        {
+            "node": "garage",
+            "reason": "wrong_model",
+            "detail": "clip-vit-b32 ≠ " + MODEL,
+            "seq": 17,
+            "count": 1,
+        },
         at=now - 200,
     )
     state.thresholds(thresholds(rng), at=now - 1)
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="monitor-shots-"))
     store, state = Store(work / "demo.sqlite3"), State()
     fill(store, state, random.Random(7))
+    store.flush(10)  # the writer thread has every row before the pages are read
     state.broker_address = "mqtt://broker:1883"  # made-up data: pretend to be connected
     state.broker_connected = lambda: True
     server = make_server("127.0.0.1", 0, create_app(store, state), threaded=True)
