@@ -105,6 +105,10 @@ def error(node: str) -> str:
     return _node_topic(node, "error")
 
 
+_PARSED: dict[tuple[str, str | None], str] = {}  # valid topics seen → their node id
+_PARSED_MAX = 4096
+
+
 def parse(topic: str, kind: str | None = None) -> str:
     """The node id of a ``faces/<node>/<kind>`` topic, checked; :class:`WireError`
     (``bad_topic``) for anything else, e.g. an invalid or reserved node id, or another
@@ -118,11 +122,17 @@ def parse(topic: str, kind: str | None = None) -> str:
     ...     print(exc.reason, exc.detail[:21])
     bad_topic invalid node id 'a b'
     """
+    node = _PARSED.get((topic, kind))
+    if node is not None:  # every message of a node comes on the same topic
+        return node
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != PREFIX or (kind is not None and parts[2] != kind):
         shown = topic if len(topic) <= 120 else topic[:117] + "..."
         raise WireError("bad_topic", f"not a {PREFIX}/<node>/{kind or '<kind>'} topic: {shown!r}")
-    return check_node_id(parts[1])
+    node = check_node_id(parts[1])
+    if len(_PARSED) < _PARSED_MAX:  # bounded: a flood of new topics must not grow it
+        _PARSED[(topic, kind)] = node
+    return node
 
 
 def node_of(topic: str) -> str:

@@ -64,7 +64,7 @@ class EdgeNode:
         self.publish_ms = LatencyWindow(1000)  # capture → published
         self.classifier_model: str | None = None  # from the classifier's retained status
         self._inflight: dict[int, float] = {}  # seq → capture time (perf_counter)
-        self._lock = threading.Lock()  # _inflight, results, errors
+        self._lock = threading.Lock()  # _inflight, _frames, results, errors
         self._frames: deque[float] = deque(maxlen=50)
         self._stop = threading.Event()
         self._classifier_seen = threading.Event()
@@ -123,7 +123,8 @@ class EdgeNode:
 
     def process(self, frame: Frame) -> list[Face]:
         """Detect, embed and publish the faces of one frame; returns the faces sent."""
-        self._frames.append(time.monotonic())
+        with self._lock:
+            self._frames.append(time.monotonic())
         faces = self.pipeline.get(frame.image)
         now = time.monotonic()
         out = []
@@ -227,7 +228,8 @@ class EdgeNode:
     # -- status ---------------------------------------------------------------------------
 
     def fps(self) -> float:
-        frames = list(self._frames)
+        with self._lock:
+            frames = list(self._frames)
         if len(frames) < 2 or time.monotonic() - frames[-1] > 5.0:
             return 0.0
         return round((len(frames) - 1) / max(frames[-1] - frames[0], 1e-6), 2)
