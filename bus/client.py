@@ -32,16 +32,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facewire.bus import packets
+from facewire.bus.broker import BrokerSettings, paho_client
 from facewire.bus.routes import Routes
+from facewire.bus.subacks import Acks, Subacks
 from facewire.bus.transport import Handler, Message
 from facewire.bus.unacked import Unacknowledged
 
@@ -51,29 +52,6 @@ log = logging.getLogger("facewire.bus")
 #: (paho's default is 20). Not higher: paho scans up to this many messages per PUBACK,
 #: so 1000 halves burst throughput compared with 100 (measured: 20k × 1 KB messages).
 MAX_INFLIGHT = 100
-
-
-class BrokerSettings(Protocol):
-    """What the client reads from its broker config: ``config.schema.BrokerConfig``.
-
-    (Structural, so ``bus`` needs nothing from ``config`` at import time.)
-    """
-
-    host: str
-    port: int
-    tls: bool
-    ca_certs: str
-    certfile: str
-    keyfile: str
-    tls_insecure: bool
-    username: str
-    password: str
-    keepalive: int
-    reconnect_min_s: float
-    reconnect_max_s: float
-
-    @property
-    def address(self) -> str: ...
 
 
 class BusClient:
@@ -105,8 +83,7 @@ class BusClient:
 
         self._lock = threading.Lock()  # _started
         self._routes = Routes()
-        self._suback_lock = threading.Lock()
-        self._suback: dict[int, tuple[threading.Event, list[str]]] = {}
+        self._subacks = Subacks(client_id)
         self._unacked = Unacknowledged()
         self._conn_callbacks: list[Callable[[bool], None]] = []
 
@@ -115,34 +92,11 @@ class BusClient:
         self._closing = False
         self._connack = threading.Event()
         self._refused: str | None = None
-        self._resub: _Acks | None = None
+        self._resub: Acks | None = None
         self._failures = 0
         self._net_thread: int | None = None
 
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            reconnect_on_failure=True,
-        )
-        c.suppress_exceptions = True  # our callbacks catch their own; belt and braces
-        # paho annotates these as int but only compares and doubles them: floats work.
-        c.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)  # type: ignore[arg-type]
-        c.max_inflight_messages_set(max_inflight)
-        c.max_queued_messages_set(0)  # unlimited: nothing published at QoS >= 1 is dropped
-        if broker.username:
-            c.username_pw_set(broker.username, broker.password or None)
-        if broker.tls:
-            c.tls_set(
-                ca_certs=broker.ca_certs or None,
-                certfile=broker.certfile or None,
-                keyfile=broker.keyfile or None,
-            )
-            if broker.tls_insecure:
-                c.tls_insecure_set(True)
-        if will is not None:
-            topic, payload, qos, retain = will
-            c.will_set(topic, payload, qos, retain)
+        c = paho_client(broker, client_id, will=will, max_inflight=max_inflight)
         c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
@@ -344,25 +298,8 @@ class BusClient:
         with self._lock:
             self._started = False
 
-    def _send_subscribe(self, filters: dict[str, int]) -> _Acks | None:
-        # One SUBSCRIBE per filter, each with its subscription identifier: a message
-        # matching two overlapping filters comes once per filter, each copy naming the
-        # one it is for, so each handler gets it once (see _on_message).
-        events = []
-        for topic_filter, qos in filters.items():
-            props = Properties(PacketTypes.SUBSCRIBE)
-            props.SubscriptionIdentifier = self._routes.identifier(topic_filter)
-            with self._suback_lock:
-                rc, mid = self._client.subscribe(
-                    [(topic_filter, SubscribeOptions(qos=qos))], properties=props
-                )
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-                    log.warning("%s: subscribe %s failed: %s", self.client_id, topic_filter, rc)
-                    continue
-                done = threading.Event()
-                self._suback[mid] = (done, [topic_filter])
-            events.append(done)
-        return _Acks(events) if events else None
+    def _send_subscribe(self, filters: dict[str, int]) -> Acks | None:
+        return self._subacks.send(self._client, self._routes, filters)
 
     def _notify(self, up: bool) -> None:
         for cb in list(self._conn_callbacks):
@@ -419,10 +356,7 @@ class BusClient:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         was_connected, self._connected = self._connected, False
-        with self._suback_lock:
-            waiting, self._suback = self._suback, {}
-        for done, _ in waiting.values():
-            done.set()  # the subscriptions are renewed on the next connect anyway
+        self._subacks.release()  # the subscriptions are renewed on the next connect anyway
         if self._closing:
             log.info("%s: disconnected from %s", self.client_id, self.address)
         elif was_connected:
@@ -435,20 +369,7 @@ class BusClient:
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], props: Any
     ) -> None:
-        with self._suback_lock:
-            entry = self._suback.pop(mid, None)
-        if entry is None:
-            return
-        done, filters = entry
-        for topic_filter, reason in zip(filters, reasons, strict=False):
-            if reason.is_failure:
-                log.error(
-                    "%s: broker refused subscription to %s: %s",
-                    self.client_id,
-                    topic_filter,
-                    reason,
-                )
-        done.set()
+        self._subacks.acknowledged(mid, reasons)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -467,14 +388,3 @@ class BusClient:
                 handler(message)
             except Exception:
                 log.exception("%s: handler %r failed on %s", self.client_id, handler, topic)
-
-
-class _Acks:
-    """The SUBACKs of one round of subscriptions."""
-
-    def __init__(self, events: list[threading.Event]) -> None:
-        self._events = events
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self._events)
