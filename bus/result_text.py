@@ -49,11 +49,18 @@ def _exact(value: float) -> str:
 class ResultEncoder:
     """Turns one classified message into its result JSON text (one per gallery)."""
 
-    def __init__(self, names: Sequence[str] | np.ndarray, model_id: str, threshold: float) -> None:
+    def __init__(
+        self,
+        names: Sequence[str] | np.ndarray,
+        model_id: str,
+        threshold: float,
+        gallery: str | None = None,
+    ) -> None:
         self._names = [json.dumps(str(n)) for n in names]
         self._unknown = json.dumps(UNKNOWN)
         self._model = json.dumps(model_id)
         self._threshold = _exact(threshold)
+        self._gallery = json.dumps(gallery)
         self._nodes: dict[str, str] = {}
         self._stage_formats: dict[tuple[str, ...], str] = {}
 
@@ -117,5 +124,6 @@ class ResultEncoder:
             f'"bbox":[{x},{y},{w},{h}],"captured_at":{_exact(captured_at)},'
             f'"timings":{{{stage_text}{"," if stage_text else ""}'
             f'"queue_ms":{queue_ms:.3f},"search_ms":{search_ms:.3f},'
-            f'"total_classifier_ms":{total_ms:.3f}}},"classified_at":{classified_at!r}}}'
+            f'"total_classifier_ms":{total_ms:.3f}}},"classified_at":{classified_at!r},'
+            f'"gallery":{self._gallery}}}'
         )

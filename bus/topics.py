@@ -33,6 +33,8 @@ MAX_NODE_ID = 64
 
 CLASSIFIER_STATUS = f"{PREFIX}/classifier/status"
 THRESHOLDS = f"{PREFIX}/stats/thresholds"
+RELOAD = f"{PREFIX}/gallery/reload"
+GALLERY_REPLIES = f"{PREFIX}/gallery/reply"
 
 EMBEDDINGS = f"{PREFIX}/+/embedding"
 RESULTS = f"{PREFIX}/+/result"

@@ -11,9 +11,7 @@ from pathlib import Path
 
 from facewire import config
 from facewire.bus.client import BusClient
-from facewire.classifier.calibrate import calibrate
-from facewire.classifier.gallery import Gallery, build_gallery
-from facewire.classifier.search import Matcher
+from facewire.classifier.keeper import EmptyGallery, GalleryKeeper, Reloader
 from facewire.classifier.service import GIL_SWITCH_INTERVAL_S, ClassifierService, GalleryIndex
 from facewire.config.cli import PIPELINE_FLAGS, SEARCH_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import ClassifierConfig
@@ -52,32 +50,17 @@ def load_config(args: argparse.Namespace) -> ClassifierConfig:
     )
 
 
-def index_gallery(gallery: Gallery, cfg: ClassifierConfig) -> GalleryIndex:
-    matcher = Matcher.from_config(gallery.vectors, gallery.labels, cfg.search)
-    cal = calibrate(gallery.vectors, gallery.labels).summary() if len(gallery.names) > 1 else None
-    return GalleryIndex(
-        matcher, gallery.model_id, len(gallery.names), len(gallery.labels), gallery.version, cal
-    )
-
-
 def load_index(
     cfg: ClassifierConfig, use_cache: bool = True, progress: bool = True
 ) -> GalleryIndex:
-    from facewire.models import FacePipeline
-
-    dataset = Path(cfg.dataset)
-    cache = None
-    if use_cache:
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else dataset / ".facewire-cache"
-        cache = cache_dir / f"{cfg.pipeline.model}.npz"
-    pipeline = FacePipeline(cfg.pipeline)
+    """The gallery of ``cfg.dataset`` as it is now, searchable (no reloading)."""
+    keeper = GalleryKeeper(cfg, use_cache=use_cache, progress=progress)
     try:
-        gallery = build_gallery(dataset, pipeline, cache_path=cache, progress=progress)
+        return keeper.build().index
+    except EmptyGallery as exc:
+        raise SystemExit(str(exc)) from None
     finally:
-        pipeline.close()
-    if not gallery.labels:
-        raise SystemExit(f"no usable face in gallery {dataset} (skipped: {gallery.skip_counts()})")
-    return index_gallery(gallery, cfg)
+        keeper.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,15 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"facewire classifier: {exc}", file=sys.stderr)
         return 2
-    index = load_index(cfg, use_cache=not args.no_cache, progress=sys.stderr.isatty())
+    keeper = GalleryKeeper(cfg, use_cache=not args.no_cache, progress=sys.stderr.isatty())
+    try:
+        index = keeper.build().index
+    except (EmptyGallery, FileNotFoundError) as exc:
+        print(f"facewire classifier: {exc}", file=sys.stderr)
+        keeper.close()
+        return 1
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: so only here, in main
     transport = BusClient(cfg.broker, args.client_id or f"classifier-{os.getpid()}")
     service = ClassifierService(cfg, index, transport)
     service.start()
+    reloader = Reloader(keeper, service).start()
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)
     service.wait()
+    reloader.stop()
     service.stop()
+    keeper.close()
     log.info("classifier stopped after %d messages", service.processed)
     return 0
 

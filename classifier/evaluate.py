@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from facewire import config
-from facewire.classifier.calibrate import calibrate
+from facewire.classifier.calibrate import choose_threshold
 from facewire.classifier.gallery import build_gallery, iter_people, read_image
 from facewire.classifier.search import UNKNOWN, Matcher
 from facewire.config.cli import add_setting_flags, overrides_from
@@ -39,6 +39,7 @@ class Report:
     gallery_images: int
     gallery_skipped: dict[str, int]
     threshold: float
+    threshold_source: str = "fixed"  # auto | default | fixed: classifier.calibrate
     outcomes: list[ProbeOutcome] = field(default_factory=list)
     unknown: list[ProbeOutcome] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
@@ -66,6 +67,7 @@ class Report:
                 sum(o.name not in (o.person, UNKNOWN) for o in found), len(found)
             ),
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
             "unknown_probes": len(self.unknown),
             "unknown_no_face": len(self.unknown) - len(unknown_found),
             "unknown_rejected": frac(
@@ -120,8 +122,11 @@ def evaluate(
     pipeline = FacePipeline(pipeline_cfg)
     try:
         gallery = build_gallery(gallery_dir, pipeline, progress=progress, subdir=split[0])
-        matcher = Matcher(gallery.vectors, gallery.labels, search_cfg.k, search_cfg.threshold)
-        cal = calibrate(gallery.vectors, gallery.labels) if len(gallery.labels) > 1 else None
+        chosen = choose_threshold(
+            search_cfg, gallery.vectors, gallery.labels, pipeline.embedder.default_threshold
+        )
+        matcher = Matcher(gallery.vectors, gallery.labels, search_cfg.k, chosen.value)
+        cal = chosen.calibration
         report = Report(
             model=pipeline.model_id,
             settings={
@@ -132,7 +137,8 @@ def evaluate(
             identities=len(gallery.names),
             gallery_images=len(gallery.labels),
             gallery_skipped=gallery.skip_counts(),
-            threshold=search_cfg.threshold,
+            threshold=chosen.value,
+            threshold_source=chosen.source,
             calibration=cal.as_dict(points=0) if cal else None,
         )
         report.outcomes = run_probes(pipeline, matcher, probe_files(probes_dir, split[1]))
@@ -156,7 +162,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("rank-1", _pct(result["rank1"])),
         ("named correctly", _pct(result["named_correctly"])),
         ("named wrongly", _pct(result["named_wrongly"])),
-        ("threshold", result["threshold"]),
+        ("threshold", f"{result['threshold']:.3f} ({result.get('threshold_source', 'fixed')})"),
         (
             "unknown rejected",
             f"{_pct(result['unknown_rejected'])} of "
@@ -169,7 +175,8 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(
             ("gallery EER (leave-one-out)", f"{_pct(cal['eer'])} at {cal['eer_threshold']}")
         )
-        rows.append((f"threshold for FAR ≤ {cal['target_far']}", cal["recommended_threshold"]))
+        target = cal.get("target_fpir", cal["target_far"])
+        rows.append((f"threshold for FPIR ≤ {_pct(target)}", cal["recommended_threshold"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -5,8 +5,10 @@ Layout: ``<root>/<person_name>/[<subdir>/…]<image>``. Every image goes through
 skipped with a warning and counted, never a crash. When a photo holds several faces
 the largest is taken (a gallery photo is of its person).
 
-Embeddings are cached per file (keyed by path, size, mtime and the pipeline's model
-and settings), so a restart with an unchanged gallery does not re-embed anything.
+Embeddings are cached per file (keyed by path, size and mtime, for the model id and
+only the settings that change a vector: ``models.pipeline.vector_settings``), so a
+restart with an unchanged gallery embeds nothing, and with a ``LazyPipeline`` loads
+no model either.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import cv2
 import numpy as np
 
-from facewire.models import FacePipeline
+from facewire.config.schema import PipelineConfig
+from facewire.models import Face, FacePipeline
+from facewire.models.embedders import OnnxEmbedder
 from facewire.models.files import is_photo, list_files, list_photos
+from facewire.models.pipeline import pipeline_model_id, vector_settings
 
 log = logging.getLogger("facewire.gallery")
 
@@ -88,8 +94,49 @@ def iter_people(
             yield person_dir.name, f
 
 
-def _pipeline_key(pipeline: FacePipeline) -> str:
-    return json.dumps({"model": pipeline.model_id, "cfg": asdict(pipeline.cfg)}, sort_keys=True)
+class LazyPipeline:
+    """A ``FacePipeline`` made on first use: a gallery whose photos are all in the
+    cache loads no model at all (a restart is then ready in about a second)."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.model_id = pipeline_model_id(cfg)
+        self._pipeline: FacePipeline | None = None
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        if self._pipeline is None:
+            self._pipeline = FacePipeline(self.cfg)
+        return self._pipeline
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def embedder(self) -> OnnxEmbedder:
+        return self.pipeline.embedder
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.pipeline.detect(image)
+
+    def prepare(self, image: np.ndarray, face: Face) -> bool:
+        return self.pipeline.prepare(image, face)
+
+    def embed(self, faces: list[Face]) -> None:
+        self.pipeline.embed(faces)
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+
+AnyPipeline: TypeAlias = "FacePipeline | LazyPipeline"
+
+
+def _pipeline_key(pipeline: AnyPipeline) -> str:
+    return json.dumps(vector_settings(pipeline.cfg), sort_keys=True)
 
 
 class EmbeddingCache:
@@ -150,7 +197,7 @@ class EmbeddingCache:
         tmp.replace(self.path)
 
 
-def embed_file(pipeline: FacePipeline, f: Path) -> tuple[np.ndarray | None, str]:
+def embed_file(pipeline: AnyPipeline, f: Path) -> tuple[np.ndarray | None, str]:
     """The vector of the largest face in ``f``, or ``(None, reason)``."""
     if not is_photo(f):
         return None, "not an image file"
@@ -169,7 +216,7 @@ def embed_file(pipeline: FacePipeline, f: Path) -> tuple[np.ndarray | None, str]
 
 def build_gallery(
     root: Path,
-    pipeline: FacePipeline,
+    pipeline: AnyPipeline,
     cache_path: Path | None = None,
     progress: bool = True,
     subdir: str = "",
@@ -201,7 +248,7 @@ def build_gallery(
         labels.append(person)
         paths.append(str(f))
     bar.close()
-    dim = pipeline.embedder.dim
+    dim = len(vectors[0]) if vectors else pipeline.embedder.dim
     if cache_path is not None:
         cache.save(dim, stamps)
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)

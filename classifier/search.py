@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from facewire.bus.messages import UNKNOWN
 from facewire.config.schema import SearchConfig
+from facewire.models.embedders import GENERIC_THRESHOLD
 
-UNKNOWN = "unknown"
+__all__ = ["UNKNOWN", "Matcher"]  # UNKNOWN: the wire contract's, re-exported here
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Matcher:
         vectors: np.ndarray,
         labels: Sequence[str],
         k: int | None = None,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         search: SearchConfig | None = None,
         index: faiss.Index | None = None,
     ) -> None:
@@ -146,6 +148,8 @@ class Matcher:
         search = search or SearchConfig()
         k = search.k if k is None else k
         threshold = search.threshold if threshold is None else threshold
+        if threshold == "auto":  # not calibrated by the caller: the generic default
+            threshold = GENERIC_THRESHOLD
         if len(vectors) != len(labels):
             raise ValueError("one label per gallery vector")
         # identities as small ints: the vote is then numpy work, not Python per neighbour
@@ -154,7 +158,7 @@ class Matcher:
         )
         self._codes = np.append(codes.astype(np.int64), -1)  # index -1 (no neighbour) → -1
         self.k = max(1, min(k, len(labels))) if len(labels) else 0
-        self.threshold = threshold
+        self.threshold = float(threshold)
         self.dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
         self.index = index if index is not None else make_index(vectors, search)
         if self.index.ntotal != len(labels):

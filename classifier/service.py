@@ -63,6 +63,8 @@ class GalleryIndex:
     vectors: int
     version: str
     calibration: Calibration | None = None
+    threshold_source: str = "fixed"  # auto | default | fixed: see classifier.calibrate
+    threshold_note: str = ""
 
 
 #: How long a Python thread may hold the GIL while another waits (CPython: 5 ms). The
@@ -160,6 +162,13 @@ class ClassifierService:
             self.bus.publish(topics.CLASSIFIER_STATUS, offline.encode(), 1, True)
         finally:
             self.bus.close()
+
+    def swap(self, index: GalleryIndex) -> None:
+        """Search ``index`` from the next batch on (the one in progress keeps its own),
+        and say so in the retained status and statistics at once."""
+        self.index = index
+        self.publish_status()
+        self.publish_thresholds()
 
     def request_stop(self, *_: object) -> None:
         """Ask ``wait()`` to return (safe from a signal handler)."""
@@ -304,7 +313,8 @@ class ClassifierService:
         # one encoder per gallery: names and model are encoded once, not per message
         if self._encoder is None or self._encoder[0] is not index:
             m = index.matcher
-            self._encoder = (index, ResultEncoder(m.names, index.model_id, m.threshold))
+            encoder = ResultEncoder(m.names, index.model_id, m.threshold, index.version)
+            self._encoder = (index, encoder)
         return self._encoder[1]
 
     def _result_topic(self, node: str) -> str:
@@ -350,6 +360,7 @@ class ClassifierService:
                 dim=index.matcher.dim,
             ),
             threshold=index.matcher.threshold,
+            threshold_source=index.threshold_source,
             queues=self.queues.depths(),
             dropped=self.queues.drops(),
             rejected=sum(by_node.values()),
@@ -365,7 +376,10 @@ class ClassifierService:
         self.bus.publish(topics.CLASSIFIER_STATUS, self.status().encode(), qos=1, retain=True)
 
     def publish_thresholds(self) -> None:
-        snap = self.live.snapshot(self.index.matcher.threshold, self.index.calibration)
+        index = self.index
+        snap = self.live.snapshot(
+            index.matcher.threshold, index.calibration, index.threshold_source, index.threshold_note
+        )
         self.bus.publish(topics.THRESHOLDS, snap.encode(), qos=1, retain=True)
 
     def _report(self) -> None:

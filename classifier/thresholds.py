@@ -36,7 +36,13 @@ class LiveThresholds:
             self._scores.extend(scores)
             self.total += len(scores)
 
-    def snapshot(self, threshold: float, calibration: Calibration | None = None) -> ThresholdStats:
+    def snapshot(
+        self,
+        threshold: float,
+        calibration: Calibration | None = None,
+        source: str | None = None,
+        note: str | None = None,
+    ) -> ThresholdStats:
         """The ``faces/stats/thresholds`` message (see docs/protocol.md)."""
         with self._lock:
             scores = np.fromiter(self._scores, dtype=np.float64, count=len(self._scores))
@@ -57,5 +63,7 @@ class LiveThresholds:
             edges=tuple(float(e) for e in EDGES),
             counts=tuple(int(c) for c in counts),
             calibration=calibration,
+            source=source,
+            note=note or None,
             ts=time.time(),
         )

@@ -89,8 +89,16 @@ class Leaf:
         base = _split_optional(self.type)[0]
         return typing.get_args(base) if typing.get_origin(base) is typing.Literal else ()
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        """For ``float | Literal["auto"]``: the words a number may be replaced by."""
+        return _split_words(self.type)[1]
+
     def type_name(self) -> str:
         base, optional = _split_optional(self.type)
+        if self.words:
+            base = _split_words(self.type)[0]
+            return f"{base.__name__} or {' or '.join(self.words)}"
         name = "choice" if self.choices else getattr(base, "__name__", str(base))
         return f"{name} or null" if optional else name
 
@@ -112,6 +120,8 @@ class Leaf:
     def allowed(self) -> str:
         """What a value must be, for errors: ``a whole number >= 1``."""
         base, optional = _split_optional(self.type)
+        if self.words:
+            base = _split_words(self.type)[0]
         if self.choices:
             text = f"one of {self.bounds()}"
         elif base is bool:
@@ -125,11 +135,18 @@ class Leaf:
                 text += f" within {bounds}"
             elif bounds:
                 text += f" {bounds}"
+        if self.words:
+            text += ", or " + " or ".join(self.words)
         return f"{text}, or null" if optional else text
 
     def coerce(self, value: Any) -> Any:
         """``value`` as this setting's type, range-checked; raises ``Invalid``."""
         base, optional = _split_optional(self.type)
+        if self.words:
+            word = _choice(self.words, value)
+            if word is not _BAD:
+                return word
+            base = _split_words(self.type)[0]
         if value is None or (optional and isinstance(value, str) and value.strip().lower() in NULL):
             if optional:
                 return None
@@ -214,6 +231,17 @@ def _split_optional(tp: Any) -> tuple[Any, bool]:
         if len(inner) == 1:
             return inner[0], len(inner) < len(args)
     return tp, False
+
+
+def _split_words(tp: Any) -> tuple[Any, tuple[str, ...]]:
+    """``float | Literal["auto"]`` → ``(float, ("auto",))``; anything else → ``(tp, ())``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        words = [a for a in args if typing.get_origin(a) is typing.Literal]
+        rest = [a for a in args if a not in words]
+        if len(words) == 1 and len(rest) == 1 and rest[0] in _SCALARS:
+            return rest[0], typing.get_args(words[0])
+    return tp, ()
 
 
 def _to_bool(v: Any) -> Any:

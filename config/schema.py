@@ -184,14 +184,22 @@ class SearchConfig:
     """k-NN voting over the gallery."""
 
     k: int = setting(5, "nearest gallery vectors that vote", min=1, flag="-k")
-    # SFace's usual cosine threshold; the classifier publishes a calibrated one on
-    # faces/stats/thresholds.
-    threshold: float = setting(
-        0.363,
-        "cosine similarity under which a face is 'unknown'",
+    threshold: float | Literal["auto"] = setting(
+        "auto",
+        "cosine similarity under which a face is 'unknown'; auto: the lowest threshold "
+        "whose open-set false-positive rate on the gallery (its people's best scores "
+        "against each other, and corrections) is within target_fpir, followed as the "
+        "gallery changes; a gallery too small to calibrate falls back to the model's own "
+        "default (SFace 0.363)",
         min=-1.0,
         max=1.0,
         flag="--threshold",
+    )
+    target_fpir: float = setting(
+        0.01,
+        "threshold auto: the share of strangers who may be named as someone",
+        gt=0.0,
+        max=0.5,
     )
     index: Literal["auto", "flat", "ivf", "hnsw"] = setting(
         "auto",
@@ -274,6 +282,23 @@ class ClassifierConfig:
         1000, "recent queries kept for the live threshold statistics", min=1
     )
     cache_dir: str = setting("", "gallery embedding cache (empty: <dataset>/.facewire-cache)")
+    watch: bool = setting(
+        True,
+        "notice photos added, changed or removed under the dataset folder while running "
+        "and update the gallery, without a restart (also on faces/gallery/reload)",
+    )
+    watch_poll_s: float = setting(
+        2.0,
+        "seconds between scans of the dataset folder; file-system events, where the "
+        "platform gives them, wake the scan sooner",
+        gt=0,
+    )
+    watch_settle_s: float = setting(
+        0.5,
+        "a change is taken once the folder has been still this long (photos still "
+        "being copied are not embedded half-written)",
+        min=0,
+    )
     search: SearchConfig = section(SearchConfig, "k-NN search and voting")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)

@@ -64,12 +64,24 @@ def session_options(threads: int = 0, spinning: str = "run"):  # -> onnxruntime.
     return opts
 
 
+#: SFace's published cosine threshold (OpenCV Zoo), the usual one for aligned faces.
+SFACE_THRESHOLD = 0.363
+#: What a model without a default of its own, or a matcher not calibrated, uses.
+GENERIC_THRESHOLD = SFACE_THRESHOLD
+
+
 class OnnxEmbedder:
-    """Runs one ONNX face model; subclasses say how crops become its input tensor."""
+    """Runs one ONNX face model; subclasses say how crops become its input tensor.
+
+    ``default_threshold``: the model's own cosine threshold, used when the gallery is
+    too small to calibrate one (``search.threshold: auto``); a model file's sidecar
+    may carry a measured one (``default_threshold``).
+    """
 
     name = "onnx"
     input_size = 112
     dim = 0
+    default_threshold = GENERIC_THRESHOLD
 
     def __init__(self, path: Path, threads: int = 0, spinning: str = "run") -> None:
         import onnxruntime as ort
@@ -83,8 +95,10 @@ class OnnxEmbedder:
         self._input = self.session.get_inputs()[0].name
         info = read_sidecar(path)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        tag = "-random" if info.get("random_init") else ""
-        self.model_id = f"{self.name}{tag}-{weights_hash(path)[:8]}"
+        measured = info.get("default_threshold")
+        if isinstance(measured, int | float) and -1.0 <= measured <= 1.0:
+            self.default_threshold = float(measured)
+        self.model_id = file_model_id(self.name, path)
         self.last_ms = 0.0
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -107,6 +121,7 @@ class SFaceEmbedder(OnnxEmbedder):
 
     name = "sface"
     input_size = 112
+    default_threshold = SFACE_THRESHOLD
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size
@@ -266,6 +281,22 @@ def model_path(name: str, directory: str = "") -> Path:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}")
     return models_dir(directory) / _REGISTRY[name][0]
+
+
+def file_model_id(name: str, path: Path) -> str:
+    """``<name>[-random]-<sha8>``: what a model file's vectors are comparable with,
+    read from the file (and its sidecar) without loading it."""
+    tag = "-random" if read_sidecar(path).get("random_init") else ""
+    return f"{name}{tag}-{weights_hash(path)[:8]}"
+
+
+def embedder_id(name: str, directory: str = "") -> str:
+    """The model id ``get_embedder(name, directory)`` would have, without loading it."""
+    path = model_path(name, directory)
+    if not path.exists():
+        how = _REGISTRY[name][2]
+        raise ModelFileMissing(f"model file {path} for {name!r} is missing; make it with: {how}")
+    return file_model_id(getattr(_REGISTRY[name][1], "name", name), path)
 
 
 def get_embedder(

@@ -15,7 +15,7 @@ import numpy as np
 
 from facewire.config.schema import PipelineConfig
 from facewire.models.detect import make_detector
-from facewire.models.embedders import OnnxEmbedder, get_embedder
+from facewire.models.embedders import OnnxEmbedder, embedder_id, get_embedder
 from facewire.models.face import Face, Quality
 from facewire.models.files import models_dir, spread_photos
 from facewire.models.mesh import (
@@ -63,6 +63,25 @@ def crop_tag(cfg: PipelineConfig) -> str:
     if not cfg.align:
         tag += "-noalign"
     return tag
+
+
+def pipeline_model_id(cfg: PipelineConfig) -> str:
+    """``FacePipeline(cfg).model_id`` without loading any model."""
+    return f"{embedder_id(cfg.model, cfg.models_dir)}+{crop_tag(cfg)}"
+
+
+def vector_settings(cfg: PipelineConfig) -> dict[str, object]:
+    """What decides the vector a photo gets: the model id and the settings that choose
+    the face and its crop; not threads, spinning or the models folder. A cache of
+    gallery vectors is valid for as long as this is the same."""
+    d = cfg.detector
+    return {
+        "model": pipeline_model_id(cfg),
+        "detector": [d.kind, d.cascade, d.scale_factor, d.min_neighbors, d.min_size,
+                     d.detect_width, d.pad, d.score_threshold],
+        "mesh_margin": cfg.mesh_margin if cfg.mesh_runtime == "mediapipe" else None,
+        "on_mesh_miss": cfg.on_mesh_miss,
+    }  # fmt: skip
 
 
 class FacePipeline:

@@ -103,11 +103,18 @@ def test_matcher_votes_and_rejects_below_threshold():
 
 def test_calibration_on_the_sample_gallery(pipeline):
     g = build_gallery(GALLERY, pipeline, progress=False)
-    cal = calibrate(g.vectors, g.labels, target_far=0.01)
-    # genuine pairs score higher than impostor pairs on real faces
+    cal = calibrate(g.vectors, g.labels, target_fpir=0.01)
+    assert cal is not None
+    # genuine pairs score higher than impostor pairs on real faces, and the best
+    # non-mated score of a person (a look-alike) higher than a random impostor pair
     assert np.median(cal.genuine) > np.median(cal.impostor) + 0.2
+    assert np.median(cal.non_mated) > np.median(cal.impostor)
     assert cal.eer < 0.1
     i = int(np.searchsorted(cal.thresholds, cal.recommended_threshold))
-    assert cal.far[i] <= 0.01
-    # FAR only falls and FRR only rises as the threshold tightens
+    assert cal.fpir[i] <= 0.01 and cal.fpir_at(cal.recommended_threshold) <= 0.01
+    assert i == 0 or cal.fpir[i - 1] > 0.01  # the lowest such threshold
+    # FAR and FPIR only fall and FRR only rises as the threshold tightens
     assert np.all(np.diff(cal.far) <= 0) and np.all(np.diff(cal.frr) >= 0)
+    assert np.all(np.diff(cal.fpir) <= 0)
+    # on these faces the calibrated threshold is stricter than SFace's generic one
+    assert cal.recommended_threshold > 0.363

@@ -56,7 +56,7 @@ def test_fast_result_text_decodes_to_the_same_result() -> None:
     (text,) = [t for k, t in examples() if k == "Result"]
     ref = messages.Result.decode(text)
     names = np.array(["alice", "bob"])
-    enc = ResultEncoder(names, ref.model, 0.363)
+    enc = ResultEncoder(names, ref.model, 0.363, ref.gallery)
     stages = {k: v for k, v in ref.timings.items() if k in messages.EDGE_STAGES}
     fast = enc.encode(
         ref.node, ref.seq, ref.frame, ref.face, ref.bbox, ref.captured_at, stages,

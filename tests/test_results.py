@@ -48,6 +48,7 @@ def result_dict(names: list[str], model_id: str, threshold: float, **kw: Any) ->
         "captured_at": kw["captured_at"] if math.isfinite(kw["captured_at"]) else None,
         "timings": timings,
         "classified_at": kw["classified_at"],
+        "gallery": None,
     }
 
 

@@ -21,12 +21,13 @@ from facewire.config.schema import (
     MonitorConfig,
     SearchConfig,
 )
+from facewire.models.embedders import GENERIC_THRESHOLD
 from tests.conftest import ROOT
 
 TYPO_MESSAGE = (
     "FACEWIRE_SEARCH_THRESHHOLD: no service has a setting search.threshhold; "
     "did you mean FACEWIRE_SEARCH_THRESHOLD? allowed in search: "
-    "ef_search, hnsw_above, index, ivf_above, k, nprobe, threads, threshold"
+    "ef_search, hnsw_above, index, ivf_above, k, nprobe, target_fpir, threads, threshold"
 )
 
 
@@ -280,7 +281,7 @@ def test_shipped_yaml_gives_the_defaults(service):
             "run",
         )
     if "search" in values:
-        assert (values["search"]["threshold"], values["search"]["k"]) == (0.363, 5)
+        assert (values["search"]["threshold"], values["search"]["k"]) == ("auto", 5)
 
 
 def test_shipped_edge_and_classifier_share_pipeline_yaml(tmp_path):
@@ -402,7 +403,8 @@ def test_matcher_takes_its_defaults_from_the_search_settings():
 
     vecs = np.eye(3, dtype=np.float32)
     m = Matcher(vecs, ["a", "b", "b"])
-    assert (m.k, m.threshold) == (3, SearchConfig().threshold)  # k capped at the gallery
+    # k capped at the gallery; "auto" not calibrated by the caller: the generic default
+    assert (m.k, m.threshold) == (3, GENERIC_THRESHOLD)
     m = Matcher(vecs, ["a", "b", "b"], search=SearchConfig(k=2, threshold=0.5))
     assert (m.k, m.threshold) == (2, 0.5)
     assert Matcher(vecs, ["a", "b", "b"], 1, 0.9, SearchConfig(k=2)).threshold == 0.9
@@ -428,7 +430,7 @@ def test_reference_lists_every_setting_with_env_flag_and_default():
             assert leaf.meta.flag == "" or f"`{leaf.meta.flag}`" in row
             assert leaf.bounds().replace("<", "&lt;") in row
     assert "`FACEWIRE_BROKER`" in rows["broker.url"]
-    assert "| `search.threshold` | float | `0.363` | -1..1 |" in text
+    assert "| `search.threshold` | float or auto | `auto` | -1..1 |" in text
 
 
 def test_config_command(capsys):

@@ -27,6 +27,7 @@ from facewire.bus.messages.fields import (
     UNKNOWN,
     JsonMessage,
 )
+from facewire.bus.messages.gallery import GalleryReload, GalleryReply
 from facewire.bus.messages.node import EdgeStatus, ErrorReport, Neighbour, Percentiles, Result
 from facewire.bus.messages.service import (
     Calibration,
@@ -47,6 +48,8 @@ __all__ = [
     "EdgeStatus",
     "ErrorReport",
     "GalleryInfo",
+    "GalleryReload",
+    "GalleryReply",
     "GridPoint",
     "JsonMessage",
     "Neighbour",

@@ -94,6 +94,14 @@ class _Fields:
             raise self._bad(key, f"an integer >= {minimum}", value)
         return value
 
+    def boolean(self, key: str, required: bool = True) -> Any:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self._bad(key, "true or false", value)
+        return value
+
     def obj(self, key: str, required: bool = False) -> Any:
         value = self._get(key, required)
         return None if value is None else _Fields(value, f"{self.what}.{key}")

@@ -74,6 +74,7 @@ class Result(JsonMessage):
     captured_at: float | None = None
     timings: Mapping[str, float | None] = field(default_factory=dict)
     classified_at: float | None = None
+    gallery: str | None = None  # the gallery version it was answered with
 
     @property
     def known(self) -> bool:
@@ -110,6 +111,7 @@ class Result(JsonMessage):
             captured_at=f.number("captured_at", False),
             timings=timings,
             classified_at=f.number("classified_at", False),
+            gallery=f.text("gallery", MAX_TEXT, False),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,6 +129,7 @@ class Result(JsonMessage):
             "captured_at": self.captured_at,
             "timings": {f"{k}_ms": v for k, v in self.timings.items()},
             "classified_at": self.classified_at,
+            "gallery": self.gallery,
         }
 
 

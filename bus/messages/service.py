@@ -20,6 +20,16 @@ from facewire.bus.messages.fields import (
 # --- faces/classifier/status -------------------------------------------------------------------
 
 
+SOURCES = ("auto", "default", "fixed")
+
+
+def _source(f: _Fields, key: str = "source") -> str | None:
+    source = f.text(key, 16, False)
+    if source is not None and source not in SOURCES:
+        raise WireError("bad_field", f"{f.what}: '{key}' must be one of {', '.join(SOURCES)}")
+    return source  # type: ignore[no-any-return,unused-ignore]
+
+
 @dataclass(frozen=True, slots=True)
 class GalleryInfo:
     """What the classifier searches: ``dim`` is the vector size a node must send."""
@@ -53,6 +63,7 @@ class ClassifierStatus(JsonMessage):
     model: str | None = None
     gallery: GalleryInfo | None = None
     threshold: float | None = None
+    threshold_source: str | None = None  # auto | default | fixed (see ThresholdStats)
     queues: Mapping[str, int] = field(default_factory=dict)
     dropped: Mapping[str, int] = field(default_factory=dict)
     rejected: int | None = None
@@ -81,6 +92,7 @@ class ClassifierStatus(JsonMessage):
             model=f.text("model", MAX_MODEL, False),
             gallery=gallery,
             threshold=f.number("threshold", False),
+            threshold_source=_source(f, "threshold_source"),
             queues=f.counts("queues"),
             dropped=f.counts("dropped"),
             rejected=f.integer("rejected", False),
@@ -102,6 +114,7 @@ class ClassifierStatus(JsonMessage):
             "model": self.model,
             "gallery": self.gallery.as_dict() if self.gallery is not None else None,
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
             "queues": dict(self.queues),
             "dropped": dict(self.dropped),
             "rejected": self.rejected,
@@ -128,14 +141,38 @@ class GridPoint:
 
 @dataclass(frozen=True, slots=True)
 class CurvePoint:
+    """The rates one threshold gives: FAR over impostor pairs, FRR over genuine
+    scores, and the open-set FPIR over each vector's best non-mated score."""
+
     threshold: float
     far: float
     frr: float
+    fpir: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Distributions:
+    """Histograms of the genuine and non-mated scores, on shared ``edges``."""
+
+    edges: tuple[float, ...]
+    genuine: tuple[int, ...]
+    non_mated: tuple[int, ...]
+
+
+def _counts(f: _Fields, key: str) -> tuple[int, ...]:
+    values = f.array(key) or ()
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in values):
+        raise WireError("bad_field", f"{f.what}: '{key}' must be counts")
+    return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """From leave-one-out over the gallery: genuine vs impostor similarities."""
+    """From leave-one-out over the gallery (and corrections): the threshold's evidence.
+
+    ``recommended_threshold``: the lowest whose FPIR is within ``target_fpir``;
+    ``target_far`` carries the same target for readers of earlier versions.
+    """
 
     eer: float
     eer_threshold: float
@@ -144,6 +181,10 @@ class Calibration:
     curve: tuple[CurvePoint, ...] = ()
     genuine_pairs: int | None = None
     impostor_pairs: int | None = None
+    target_fpir: float | None = None
+    non_mated: int | None = None
+    corrections: int | None = None
+    histograms: Distributions | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Calibration:
@@ -158,7 +199,24 @@ class Calibration:
         curve = []
         for i, item in enumerate(f.array("curve") or ()):
             c = _Fields(item, f"{f.what}.curve[{i}]")
-            curve.append(CurvePoint(c.number("threshold"), c.number("far"), c.number("frr")))
+            curve.append(
+                CurvePoint(
+                    c.number("threshold"),
+                    c.number("far"),
+                    c.number("frr"),
+                    c.number("fpir", False),
+                )
+            )
+        h = f.obj("histograms")
+        hists = None
+        if h is not None:
+            edges = h.array("edges") or ()
+            if not all(_finite(e) for e in edges):
+                raise WireError("bad_field", f"{h.what}: 'edges' must be numbers")
+            genuine, non_mated = _counts(h, "genuine"), _counts(h, "non_mated")
+            if any(len(c) + 1 != len(edges) for c in (genuine, non_mated) if c):
+                raise WireError("bad_field", f"{h.what}: needs len(counts) + 1 edges")
+            hists = Distributions(tuple(float(e) for e in edges), genuine, non_mated)
         return cls(
             eer=f.number("eer"),
             eer_threshold=f.number("eer_threshold"),
@@ -167,6 +225,10 @@ class Calibration:
             curve=tuple(curve),
             genuine_pairs=f.integer("genuine_pairs", False),
             impostor_pairs=f.integer("impostor_pairs", False),
+            target_fpir=f.number("target_fpir", False),
+            non_mated=f.integer("non_mated", False),
+            corrections=f.integer("corrections", False),
+            histograms=hists,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -176,11 +238,22 @@ class Calibration:
             "recommended_threshold": self.recommended_threshold,
             "target_far": self.target_far,
         }
-        if self.genuine_pairs is not None:
-            out["genuine_pairs"] = self.genuine_pairs
-        if self.impostor_pairs is not None:
-            out["impostor_pairs"] = self.impostor_pairs
-        out["curve"] = [{"threshold": c.threshold, "far": c.far, "frr": c.frr} for c in self.curve]
+        for key in ("target_fpir", "genuine_pairs", "impostor_pairs", "non_mated", "corrections"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["curve"] = [
+            {"threshold": c.threshold, "far": c.far, "frr": c.frr}
+            | ({"fpir": c.fpir} if c.fpir is not None else {})
+            for c in self.curve
+        ]
+        if self.histograms is not None:
+            h = self.histograms
+            out["histograms"] = {
+                "edges": list(h.edges),
+                "genuine": list(h.genuine),
+                "non_mated": list(h.non_mated),
+            }
         return out
 
 
@@ -197,6 +270,10 @@ class ThresholdStats(JsonMessage):
     counts: tuple[int, ...] = ()
     calibration: Calibration | None = None
     total_queries: int | None = None
+    # how the threshold in force was set: "auto" (calibrated), "default" (auto, but
+    # the gallery could not be calibrated: the model's own), "fixed" (configured)
+    source: str | None = None
+    note: str | None = None
     ts: float | None = None
 
     @classmethod
@@ -224,12 +301,16 @@ class ThresholdStats(JsonMessage):
             counts=tuple(counts),
             calibration=Calibration.read(f.obj("calibration")),
             total_queries=f.integer("total_queries", False),
+            source=_source(f),
+            note=f.text("note", MAX_TEXT, False),
             ts=f.number("ts", False),
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
+            "source": self.source,
+            "note": self.note,
             "queries": self.queries,
             "total_queries": self.total_queries,
             "grid": [

@@ -39,47 +39,28 @@ def _found(driver: Any, selector: str) -> bool:
     return bool(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
-def _rates(genuine: list[float], impostor: list[float], t: float) -> tuple[float, float]:
-    far = sum(s >= t for s in impostor) / len(impostor)
-    frr = sum(s < t for s in genuine) / len(genuine)
-    return far, frr
-
-
 def thresholds(rng: random.Random) -> dict[str, Any]:
-    genuine = [min(1.0, rng.gauss(0.62, 0.11)) for _ in range(600)]
-    impostor = [rng.gauss(0.12, 0.08) for _ in range(6000)]
-    live = [
-        rng.gauss(0.6, 0.12) if rng.random() < 0.8 else rng.gauss(0.18, 0.08) for _ in range(400)
-    ]
-    grid = []
-    for i in range(21):
-        t = round(0.2 + i * 0.025, 3)
-        named = sum(s >= t for s in live)
-        grid.append({"threshold": t, "named": named, "unknown": len(live) - named})
-    edges = [round(i * 0.05, 2) for i in range(21)]
-    counts = [sum(edges[i] <= s < edges[i + 1] for s in live) for i in range(20)]
-    curve = []
-    for i in range(61):
-        t = round(i * 0.0125, 4)
-        far, frr = _rates(genuine, impostor, t)
-        curve.append({"threshold": t, "far": far, "frr": frr})
-    eer_point = min(curve, key=lambda c: abs(c["far"] - c["frr"]))
-    target_far = 0.001
-    recommended = next(c["threshold"] for c in curve if c["far"] <= target_far)
-    return {
-        "threshold": THRESHOLD,
-        "queries": len(live),
-        "grid": grid,
-        "histogram": {"edges": edges, "counts": counts},
-        "calibration": {
-            "eer": round((eer_point["far"] + eer_point["frr"]) / 2, 4),
-            "eer_threshold": eer_point["threshold"],
-            "recommended_threshold": recommended,
-            "target_far": target_far,
-            "curve": curve,
-        },
-        "ts": time.time(),
-    }
+    """What a classifier publishes: the real calibration and live statistics, on
+    made-up clustered vectors (30 people, 6 photos each) and made-up queries."""
+    import numpy as np
+
+    from facewire.classifier.calibrate import choose_threshold
+    from facewire.classifier.thresholds import LiveThresholds
+    from facewire.config.schema import SearchConfig
+
+    gen = np.random.default_rng(rng.randrange(2**32))
+    centres = gen.normal(size=(30, 64))
+    vectors = np.repeat(centres, 6, axis=0) + 0.8 * gen.normal(size=(180, 64))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [PEOPLE[i % len(PEOPLE)] + f"_{i}" for i in range(30) for _ in range(6)]
+    chosen = choose_threshold(SearchConfig(), vectors.astype(np.float32), labels, THRESHOLD)
+    assert chosen.calibration is not None
+    live = LiveThresholds(400)
+    live.extend(
+        [rng.gauss(0.6, 0.12) if rng.random() < 0.8 else rng.gauss(0.18, 0.08) for _ in range(400)]
+    )
+    stats = live.snapshot(chosen.value, chosen.calibration.summary(), chosen.source, chosen.note)
+    return stats.as_dict()
 
 
 def fill(store: Store, state: State, rng: random.Random) -> None:

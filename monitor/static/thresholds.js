@@ -25,7 +25,12 @@
     $("c-eer").textContent = cal && num(cal.eer) !== null ? `${(cal.eer * 100).toFixed(2)} %` : "—";
     $("c-eer-th").textContent = cal ? FW.fmtNum(num(cal.eer_threshold), 3) : "—";
     $("c-rec").textContent = cal ? FW.fmtNum(num(cal.recommended_threshold), 3) : "—";
-    $("c-far").textContent = cal && num(cal.target_far) !== null ? `${(cal.target_far * 100).toFixed(2)} %` : "—";
+    const target = cal ? num(cal.target_fpir) ?? num(cal.target_far) : null;
+    $("c-far").textContent = target !== null ? `${(target * 100).toFixed(2)} %` : "—";
+    $("c-corrections").textContent = cal && num(cal.corrections) !== null ? String(cal.corrections) : "—";
+    const SOURCES = { auto: "calibrated (auto)", default: "model default", fixed: "configured" };
+    $("c-source").textContent = SOURCES[s.source] || "—";
+    $("th-note").textContent = s.note ? `Threshold: ${s.note}.` : "";
 
     const markers = [{ x: th, label: `threshold ${FW.fmtNum(th, 3)}`, color: CUR }];
     if (cal && num(cal.recommended_threshold) !== null) {
@@ -58,6 +63,27 @@
       markers: bars.length ? markers : [], empty: "no live queries yet",
     });
 
+    const dist = cal && cal.histograms && typeof cal.histograms === "object" ? cal.histograms : null;
+    const share = (counts) => {
+      const edges = dist && Array.isArray(dist.edges) ? dist.edges : [];
+      const total = (counts || []).reduce((a, c) => a + (num(c) || 0), 0);
+      const out = [];
+      for (let i = 0; total && i < counts.length && i + 1 < edges.length; i++) {
+        out.push([(edges[i] + edges[i + 1]) / 2, (num(counts[i]) || 0) / total]);
+      }
+      return out;
+    };
+    const genuine = dist ? share(dist.genuine) : [], nonMated = dist ? share(dist.non_mated) : [];
+    FW.chart($("chart-dist"), {
+      xLabel: "cosine score", yLabel: "share of scores",
+      series: [
+        { label: "genuine (own person)", color: "#2e8b46", points: genuine },
+        { label: "non-mated (best other person)", color: "#b33a3a", points: nonMated },
+      ],
+      markers: genuine.length ? markers : [],
+      empty: "no calibration: the gallery is too small, so the model's default threshold is used",
+    });
+
     const curve = cal && Array.isArray(cal.curve) ? cal.curve.filter((c) => c && num(c.threshold) !== null) : [];
     curve.sort((a, b) => a.threshold - b.threshold);
     const points = [];
@@ -69,6 +95,7 @@
       series: [
         { label: "FAR (impostor accepted)", color: "#b33a3a", points: curve.map((c) => [c.threshold, num(c.far)]) },
         { label: "FRR (genuine rejected)", color: "#1f5fbf", points: curve.map((c) => [c.threshold, num(c.frr)]) },
+        { label: "FPIR (stranger named)", color: "#d68910", points: curve.filter((c) => num(c.fpir) !== null).map((c) => [c.threshold, c.fpir]) },
       ],
       markers: curve.length ? markers : [], points: curve.length ? points : [],
       empty: "no calibration: the classifier has not published one (gallery too small or not computed yet)",
