@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "facewire.bench.endtoend",
         "capture → result with real edge, classifier and broker processes",
     ),
+    "startup": ("facewire.bench.startup", "classifier ready time, cold and with a warm cache"),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -32,6 +33,7 @@ QUICK: dict[str, list[str]] = {
     "classifier": ["--sizes", "1000,10000", "--seconds", "1"],
     "pipeline": ["--nodes", "8", "--fps", "15", "--seconds", "5", "--synthetic", "10000"],
     "e2e": ["--seconds", "8"],
+    "startup": ["--images", "200", "--restarts", "2"],
 }
 
 

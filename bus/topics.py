@@ -34,6 +34,8 @@ MAX_NODE_ID = 64
 CLASSIFIER_STATUS = f"{PREFIX}/classifier/status"
 THRESHOLDS = f"{PREFIX}/stats/thresholds"
 RELOAD = f"{PREFIX}/gallery/reload"
+ENROLL = f"{PREFIX}/gallery/enroll"
+CORRECT = f"{PREFIX}/gallery/correct"
 GALLERY_REPLIES = f"{PREFIX}/gallery/reply"
 
 EMBEDDINGS = f"{PREFIX}/+/embedding"

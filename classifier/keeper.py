@@ -18,11 +18,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from facewire.bus import topics
 from facewire.bus.errors import WireError
-from facewire.bus.messages import GalleryReload, GalleryReply
+from facewire.bus.messages import UNKNOWN, Correction, Enrolment, GalleryReload, GalleryReply
 from facewire.bus.transport import Message
 from facewire.classifier.calibrate import choose_threshold
+from facewire.classifier.enrolled import EnrolmentStore
 from facewire.classifier.gallery import Gallery, LazyPipeline, build_gallery
 from facewire.classifier.search import Matcher
 from facewire.classifier.service import ClassifierService, GalleryIndex
@@ -37,13 +40,38 @@ class EmptyGallery(RuntimeError):
     """The folder holds no usable face: there is nothing to search."""
 
 
+def correction_scores(gallery: Gallery, negatives: np.ndarray, wrong: list[str]) -> list[float]:
+    """Each correction's best similarity to the person it was *not*: a non-mated score."""
+    labels = np.asarray(gallery.labels)
+    out = []
+    for vec, person in zip(negatives, wrong, strict=True):
+        own = gallery.vectors[labels == person]
+        if len(own):
+            out.append(float((own @ vec).max()))
+    return out
+
+
 def index_gallery(
-    gallery: Gallery, cfg: ClassifierConfig, model_default: float = GENERIC_THRESHOLD
+    gallery: Gallery,
+    cfg: ClassifierConfig,
+    model_default: float = GENERIC_THRESHOLD,
+    negatives: tuple[np.ndarray, list[str]] | None = None,
 ) -> GalleryIndex:
     """The searchable gallery, its threshold chosen (``search.threshold``: a number, or
-    ``auto``: calibrated on it, else ``model_default``)."""
-    chosen = choose_threshold(cfg.search, gallery.vectors, gallery.labels, model_default)
-    matcher = Matcher(gallery.vectors, gallery.labels, cfg.search.k, chosen.value, cfg.search)
+    ``auto``: calibrated on it and the ``negatives`` (corrections), else
+    ``model_default``)."""
+    corrections = correction_scores(gallery, *negatives) if negatives else []
+    chosen = choose_threshold(
+        cfg.search, gallery.vectors, gallery.labels, model_default, corrections
+    )
+    matcher = Matcher(
+        gallery.vectors,
+        gallery.labels,
+        cfg.search.k,
+        chosen.value,
+        cfg.search,
+        negatives=negatives,
+    )
     cal = chosen.calibration.summary() if chosen.calibration is not None else None
     log.info("threshold %.3f (%s): %s", chosen.value, chosen.source, chosen.note)
     return GalleryIndex(
@@ -80,10 +108,9 @@ class GalleryKeeper:
     def __init__(self, cfg: ClassifierConfig, use_cache: bool = True, progress: bool = False):
         self.cfg = cfg
         self.root = Path(cfg.dataset)
-        self.cache: Path | None = None
-        if use_cache:
-            cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.root / ".facewire-cache"
-            self.cache = cache_dir / f"{cfg.pipeline.model}.npz"
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.root / ".facewire-cache"
+        self.cache: Path | None = cache_dir / f"{cfg.pipeline.model}.npz" if use_cache else None
+        self.store = EnrolmentStore(cache_dir / "gallery.sqlite3")
         self.progress = progress
         self.pipeline = LazyPipeline(cfg.pipeline)
         self.gallery: Gallery | None = None
@@ -94,7 +121,9 @@ class GalleryKeeper:
         no usable face, ``FileNotFoundError`` if it is gone."""
         with self._lock:
             t0 = time.perf_counter()
-            gallery = build_gallery(self.root, self.pipeline, self.cache, self.progress)
+            gallery = with_enrolled(
+                build_gallery(self.root, self.pipeline, self.cache, self.progress), self.store
+            )
             if not gallery.labels:
                 raise EmptyGallery(
                     f"no usable face in gallery {self.root} (skipped: {gallery.skip_counts()})"
@@ -104,7 +133,8 @@ class GalleryKeeper:
                 if self.pipeline.loaded
                 else GENERIC_THRESHOLD
             )
-            index = index_gallery(gallery, self.cfg, default)
+            negatives = self.store.corrections(gallery.model_id)
+            index = index_gallery(gallery, self.cfg, default, negatives)
             before = Counter(self.gallery.paths) if self.gallery is not None else Counter()
             after = Counter(gallery.paths)
             self.gallery = gallery
@@ -118,14 +148,47 @@ class GalleryKeeper:
 
     def close(self) -> None:
         self.pipeline.close()
+        self.store.close()
+
+
+def with_enrolled(gallery: Gallery, store: EnrolmentStore) -> Gallery:
+    """``gallery`` and the vectors enrolled for its model (paths ``enrolled:<n>``)."""
+    vectors, people = store.enrolled(gallery.model_id)
+    if not people or (gallery.labels and vectors.shape[1] != gallery.dim):
+        return gallery
+    return Gallery(
+        np.concatenate([gallery.vectors.reshape(-1, vectors.shape[1]), vectors]),
+        [*gallery.labels, *people],
+        [*gallery.paths, *(f"enrolled:{i}" for i in range(len(people)))],
+        gallery.model_id,
+        gallery.skipped,
+    )
+
+
+#: Two vectors of one person closer than this are one view twice: the second is refused.
+NEAR_DUPLICATE = 0.98
+
+
+@dataclass
+class Outcome:
+    """What one request did before the rebuild: for its reply."""
+
+    action: str
+    request_id: str | None
+    kept: int = 0
+    refused: list[str] | None = None
+    detail: str = ""
+    ok: bool = True
 
 
 class Reloader:
-    """Rebuilds the gallery on its own thread when the folder changes or a reload is
-    asked for, and swaps the new index into ``service``.
+    """Rebuilds the gallery on its own thread when the folder changes, a reload is
+    asked for, or someone is enrolled or corrected, and swaps the new index into
+    ``service``.
 
-    The delivery thread only queues a request (:meth:`on_request`); the folder watch
-    only wakes the thread; the build, the swap and the reply happen here.
+    The delivery thread only queues requests (:meth:`on_reload`, :meth:`on_enrol`,
+    :meth:`on_correct`); the folder watch only wakes the thread; storing, the build,
+    the swap and the replies happen here, one build for all that arrived together.
     """
 
     def __init__(self, keeper: GalleryKeeper, service: ClassifierService) -> None:
@@ -135,14 +198,17 @@ class Reloader:
         self.watch = FolderWatch(keeper.root, cfg.watch_settle_s) if cfg.watch else None
         self.poll_s = cfg.watch_poll_s
         self._wake = threading.Event()
-        self._requests: list[str | None] = []
+        self._requests: list[GalleryReload | Enrolment | Correction] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reloads = 0
 
     def start(self) -> Reloader:
-        self.service.bus.subscribe(topics.RELOAD, self.on_request, qos=1)
+        bus = self.service.bus
+        bus.subscribe(topics.RELOAD, self.on_reload, qos=1)
+        bus.subscribe(topics.ENROLL, self.on_enrol, qos=1)
+        bus.subscribe(topics.CORRECT, self.on_correct, qos=1)
         if self.watch is not None:
             self.watch.start(self._wake)
         self._thread = threading.Thread(target=self._run, name="classifier-gallery", daemon=True)
@@ -157,16 +223,29 @@ class Reloader:
         if self._thread is not None:
             self._thread.join(10)
 
-    def on_request(self, m: Message) -> None:
-        """A ``faces/gallery/reload`` message (delivery thread: just queue it)."""
+    # -- the delivery thread: decode and queue ---------------------------------------
+
+    def _queue(self, m: Message, cls: type[GalleryReload | Enrolment | Correction]) -> None:
         try:
-            request = GalleryReload.decode(m.payload) if m.payload else GalleryReload()
+            request = cls.decode(m.payload) if m.payload or cls is not GalleryReload else None
         except WireError as exc:
-            log.warning("ignored a gallery reload request: %s", exc)
+            log.warning("ignored a message on %s: %s", m.topic, exc)
+            self._answer(GalleryReply(m.topic.rsplit("/", 1)[1], False, str(exc)), [None])
             return
         with self._lock:
-            self._requests.append(request.request_id)
+            self._requests.append(request if request is not None else GalleryReload())
         self._wake.set()
+
+    def on_reload(self, m: Message) -> None:
+        self._queue(m, GalleryReload)
+
+    def on_enrol(self, m: Message) -> None:
+        self._queue(m, Enrolment)
+
+    def on_correct(self, m: Message) -> None:
+        self._queue(m, Correction)
+
+    # -- the gallery thread ------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -178,34 +257,143 @@ class Reloader:
                 requests, self._requests = self._requests, []
             changed = self.watch is not None and self.watch.changed()
             if requests or changed:
-                self.reload(requests or [None])
+                self.handle(requests)
 
-    def reload(self, request_ids: list[str | None]) -> GalleryReply:
-        """Rebuild now, swap, and answer each request (one build for them all)."""
+    def handle(self, requests: list[GalleryReload | Enrolment | Correction]) -> None:
+        """Store what the requests teach, rebuild once, answer each."""
+        outcomes: list[Outcome] = []
+        for request in requests:
+            try:
+                if isinstance(request, Enrolment):
+                    outcomes.append(self.enrol(request))
+                elif isinstance(request, Correction):
+                    outcomes.append(self.correct(request))
+                else:
+                    outcomes.append(Outcome("reload", request.request_id))
+            except Exception as exc:  # a bug must not stop the gallery thread
+                log.exception("gallery request failed")
+                action = "enroll" if isinstance(request, Enrolment) else "reload"
+                outcomes.append(Outcome(action, request.request_id, ok=False, detail=str(exc)))
+        reply = self.reload()
+        if not outcomes:  # a change of the folder, noticed by the watch
+            self._answer(reply, [None])
+        for o in outcomes:
+            detail = o.detail or reply.detail
+            refused = tuple(o.refused or ())
+            answer = GalleryReply(
+                **{
+                    **reply.as_dict(),
+                    "action": o.action,
+                    "ok": reply.ok and o.ok,
+                    "detail": detail if reply.ok else f"{detail}; {reply.detail}",
+                    "refused": refused,
+                    **({"added": o.kept} if o.action != "reload" else {}),
+                }
+            )
+            self._answer(answer, [o.request_id])
+
+    def enrol(self, e: Enrolment) -> Outcome:
+        """Keep what is good of ``e`` in the store (the rebuild that follows uses it)."""
+        out = Outcome("enroll", e.request_id, refused=[])
+        assert out.refused is not None
+        if e.name == UNKNOWN or "/" in e.name or not e.name.isprintable():
+            return Outcome("enroll", e.request_id, ok=False, detail=f"not a name: {e.name!r}")
+        current = self.service.index
+        model = current.model_id
+        candidates: list[tuple[str, np.ndarray, tuple[str, int] | None]] = []
+        for i, vec in enumerate(e.vectors):
+            if e.model != model:
+                out.refused.append(f"vector {i}: model {e.model}, the gallery's is {model}")
+            else:
+                candidates.append((f"vector {i}", vec, None))
+        for s in e.sightings:
+            held = self.service.recent.get(s.node, s.seq)
+            what = f"sighting {s.node}/{s.seq}"
+            if held is None:
+                out.refused.append(
+                    f"{what}: no longer held (the classifier keeps the last "
+                    f"{self.service.recent.size} results)"
+                )
+            elif held.model != model:
+                out.refused.append(f"{what}: model {held.model}, the gallery's is {model}")
+            else:
+                candidates.append((what, held.vector, (s.node, s.seq)))
+        gallery = self.keeper.gallery
+        own = (
+            gallery.vectors[np.asarray(gallery.labels) == e.name]
+            if gallery is not None and gallery.labels
+            else np.zeros((0, current.matcher.dim), np.float32)
+        )
+        kept: list[np.ndarray] = []
+        where: list[tuple[str, int]] = []
+        for what, vec, sighting in candidates:
+            if len(vec) != current.matcher.dim:
+                out.refused.append(
+                    f"{what}: {len(vec)} values, the gallery's are {current.matcher.dim}"
+                )
+                continue
+            norm = float(np.linalg.norm(vec))
+            if not norm > 0:
+                out.refused.append(f"{what}: a zero vector")
+                continue
+            vec = (vec / norm).astype(np.float32)
+            near = [k for k in (*own, *kept) if float(k @ vec) > NEAR_DUPLICATE]
+            if near:
+                out.refused.append(f"{what}: a near-duplicate of a vector {e.name} already has")
+                continue
+            kept.append(vec)
+            if sighting is not None:
+                where.append(sighting)
+        if kept:
+            # sightings first (the store pairs them with the first vectors)
+            order = sorted(range(len(kept)), key=lambda j: j >= len(where))
+            self.keeper.store.enrol(e.name, [kept[j] for j in order], model, e.source, where)
+        out.kept = len(kept)
+        out.ok = bool(kept)
+        out.detail = f"kept {len(kept)} of {len(e.vectors) + len(e.sightings)} for {e.name}"
+        return out
+
+    def correct(self, c: Correction) -> Outcome:
+        """Keep the sighting's vector as evidence that it was not ``c.wrong_name``."""
+        held = self.service.recent.get(c.node, c.seq)
+        if held is None:
+            return Outcome(
+                "correct",
+                c.request_id,
+                ok=False,
+                detail=f"sighting {c.node}/{c.seq} is no longer held (the classifier keeps "
+                f"the last {self.service.recent.size} results)",
+            )
+        self.keeper.store.correct(c.wrong_name, held.vector, held.model, c.node, c.seq)
+        return Outcome(
+            "correct",
+            c.request_id,
+            detail=f"{c.node}/{c.seq} (answered {held.answered}) is not {c.wrong_name}",
+        )
+
+    def reload(self) -> GalleryReply:
+        """Rebuild now and swap; the reply says what changed or why nothing did."""
         try:
             change = self.keeper.build()
         except (EmptyGallery, OSError) as exc:
             log.error("gallery not reloaded, the one in use is kept: %s", exc)
-            reply = GalleryReply("reload", False, str(exc), ts=time.time())
-            self._answer(reply, request_ids)
-            return reply
+            return GalleryReply("reload", False, str(exc), ts=time.time())
         except Exception as exc:  # a bug must not stop the service; the old gallery stays
             log.exception("gallery reload failed; the one in use is kept")
-            reply = GalleryReply("reload", False, f"{type(exc).__name__}: {exc}", ts=time.time())
-            self._answer(reply, request_ids)
-            return reply
+            return GalleryReply("reload", False, f"{type(exc).__name__}: {exc}", ts=time.time())
         index = change.index
         self.service.swap(index)
         self.reloads += 1
         log.info(
-            "gallery %s: %s (%d identities, %d vectors, %.0f ms)",
+            "gallery %s: %s (%d identities, %d vectors, %d corrections, %.0f ms)",
             index.version,
             change.describe(),
             index.identities,
             index.vectors,
+            index.matcher.corrections,
             change.took_ms,
         )
-        reply = GalleryReply(
+        return GalleryReply(
             "reload",
             True,
             change.describe(),
@@ -220,8 +408,6 @@ class Reloader:
             took_ms=round(change.took_ms, 1),
             ts=time.time(),
         )
-        self._answer(reply, request_ids)
-        return reply
 
     def _answer(self, reply: GalleryReply, request_ids: list[str | None]) -> None:
         for request_id in request_ids:

@@ -141,10 +141,15 @@ class Matcher:
         threshold: float | str | None = None,
         search: SearchConfig | None = None,
         index: faiss.Index | None = None,
+        negatives: tuple[np.ndarray, Sequence[str]] | None = None,
     ) -> None:
         """``k`` and ``threshold`` default to ``search``'s (else the schema's defaults).
         ``index``: an index already holding ``vectors`` (e.g. read from disk);
-        otherwise one is built as ``search`` says (default: ``auto``)."""
+        otherwise one is built as ``search`` says (default: ``auto``).
+
+        ``negatives``: vectors an operator said were *not* the person given with each
+        (corrections). A query at least as close to such a vector as to its winner's
+        nearest gallery vector is not named as that person (``known`` false)."""
         search = search or SearchConfig()
         k = search.k if k is None else k
         threshold = search.threshold if threshold is None else threshold
@@ -163,6 +168,19 @@ class Matcher:
         self.index = index if index is not None else make_index(vectors, search)
         if self.index.ntotal != len(labels):
             raise ValueError(f"index holds {self.index.ntotal} vectors for {len(labels)} labels")
+        self._neg = np.zeros((0, self.dim), np.float32)
+        self._neg_owner = np.zeros(0, np.int64)
+        if negatives is not None and len(negatives[1]):
+            lookup = {str(n): i for i, n in enumerate(self.names)}
+            owners = [lookup.get(str(n), -1) for n in negatives[1]]
+            keep = [i for i, o in enumerate(owners) if o >= 0]  # of people still here
+            self._neg = np.ascontiguousarray(negatives[0][keep], dtype=np.float32)
+            self._neg_owner = np.asarray([owners[i] for i in keep], np.int64)
+
+    @property
+    def corrections(self) -> int:
+        """Negative vectors in force."""
+        return len(self._neg_owner)
 
     @classmethod
     def from_config(cls, vectors: np.ndarray, labels: Sequence[str], cfg: SearchConfig) -> Matcher:
@@ -191,7 +209,13 @@ class Matcher:
         empty = ~valid[:, 0]
         scores[empty] = -1.0
         winner_codes = np.where(empty, -1, codes[rows, winner])
-        return BatchMatch(codes, sims, winner_codes, scores, scores >= self.threshold)
+        known = scores >= self.threshold
+        if len(self._neg_owner) and known.any():
+            # the best negative of each query's winner, as close as the winner itself?
+            neg = q @ self._neg.T
+            neg = np.where(self._neg_owner[None, :] == winner_codes[:, None], neg, -np.inf)
+            known &= neg.max(axis=1) < scores
+        return BatchMatch(codes, sims, winner_codes, scores, known)
 
     def search(self, queries: np.ndarray) -> list[Match]:
         """One ``Match`` per row of ``queries``, with names (for tools and tests)."""

@@ -33,10 +33,11 @@ import numpy as np
 from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
 from facewire.bus.latency import LatencyWindow
-from facewire.bus.messages import Calibration, ClassifierStatus, ErrorReport, GalleryInfo
+from facewire.bus.messages import UNKNOWN, Calibration, ClassifierStatus, ErrorReport, GalleryInfo
 from facewire.bus.result_text import ResultEncoder
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.queues import FairQueues
+from facewire.classifier.recent import RecentVectors
 from facewire.classifier.refusals import Refusals
 from facewire.classifier.search import Matcher, describe
 from facewire.classifier.thresholds import LiveThresholds
@@ -95,6 +96,7 @@ class ClassifierService:
         self.queues: FairQueues[Pending] = FairQueues(cfg.queue_size)
         self.live = LiveThresholds(cfg.stats_window)
         self.refusals = Refusals()
+        self.recent = RecentVectors(cfg.remember)
         self.processed = 0
         self._queue_ms = LatencyWindow(2000)
         self._search_ms = LatencyWindow(2000)
@@ -305,6 +307,15 @@ class ClassifierService:
         self._queue_ms.extend(queue_ms_all)
         self._publish_ms.add((done - begun) * 1000.0)
         self._inside_ms.extend((done - p.received) * 1000.0 for _, p in batch)
+        names, model = index.matcher.names, index.model_id
+        self.recent.add_many(
+            [
+                (node, p.msg.seq, p.msg.vector, model, str(names[w]) if k and w >= 0 else UNKNOWN)
+                for (node, p), w, k in zip(
+                    batch, found.winner.tolist(), found.known.tolist(), strict=True
+                )
+            ]
+        )
         with self._rate_lock:
             self.processed += len(batch)
             self._rate.append((time.monotonic(), self.processed))

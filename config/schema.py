@@ -282,6 +282,12 @@ class ClassifierConfig:
         1000, "recent queries kept for the live threshold statistics", min=1
     )
     cache_dir: str = setting("", "gallery embedding cache (empty: <dataset>/.facewire-cache)")
+    remember: int = setting(
+        20_000,
+        "results whose vectors the classifier keeps, so a sighting can be named or "
+        "corrected from the monitor (no image needed); the oldest are forgotten",
+        min=0,
+    )
     watch: bool = setting(
         True,
         "notice photos added, changed or removed under the dataset folder while running "

@@ -18,11 +18,14 @@ import json
 import queue
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
+from facewire.bus import topics
+from facewire.bus.errors import WireError
+from facewire.bus.messages import UNKNOWN
 from facewire.monitor.state import State
 from facewire.monitor.store import NEAR_MARGIN, Store
 
@@ -73,14 +76,24 @@ def _sse(row: dict[str, Any]) -> str:
     return f"id: {row['id']}\nevent: detection\ndata: {data}\n\n"
 
 
+#: (node, seq, name, wrong) → request id: sends an enrolment or a correction
+Teach = Callable[[str, int, str, bool], str]
+
+
 def create_app(
-    store: Store, state: State, *, keepalive_s: float = 15.0, max_streams: int = MAX_STREAMS
+    store: Store,
+    state: State,
+    *,
+    keepalive_s: float = 15.0,
+    max_streams: int = MAX_STREAMS,
+    teach: Teach | None = None,
 ) -> Flask:
     """The monitor's web app over ``store`` and ``state``.
 
     ``keepalive_s``: how often an idle ``/log/stream`` sends a comment line, which
     keeps proxies from timing the stream out and notices a client that went away.
     ``max_streams``: open ``/log/stream`` connections at most; more get a 503.
+    ``teach``: how ``POST /api/teach`` reaches the classifier (without it: 503).
     """
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -291,6 +304,43 @@ def create_app(
     @app.get("/nodes/html")
     def nodes_html() -> str:
         return render_template("nodes.html", active="nodes")
+
+    # --- teaching: name a sighting, or say its name was wrong -------------------------
+
+    @app.post("/api/teach")
+    def teach_json() -> tuple[Response, int]:
+        """``{"node", "seq", "name", "wrong"}``: with ``wrong`` false, the classifier
+        learns the sighting's face as ``name``; with ``wrong`` true, that it was *not*
+        ``name``. The answer comes on ``/gallery/replies?request_id=``."""
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadRequest("expected a JSON object {node, seq, name, wrong}")
+        node, seq, name, wrong = (data.get(k) for k in ("node", "seq", "name", "wrong"))
+        try:
+            topics.check_node_id(node)
+        except WireError as exc:
+            raise BadRequest(exc.detail) from None
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**32:
+            raise BadRequest("'seq' must be the result's seq (an integer)")
+        if not isinstance(name, str) or not name.strip() or len(name.encode()) > 128:
+            raise BadRequest("'name' must be a name of at most 128 bytes")
+        name = name.strip()
+        if "/" in name or not name.isprintable() or (name == UNKNOWN and not wrong):
+            raise BadRequest(f"not a name: {name!r}")
+        if not isinstance(wrong, bool):
+            raise BadRequest("'wrong' must be true or false")
+        if teach is None:
+            return jsonify(error="this monitor cannot reach the classifier"), 503
+        try:
+            request_id = teach(node, seq, name, wrong)
+        except RuntimeError as exc:
+            return jsonify(error=str(exc)), 503
+        return jsonify(request_id=request_id, sent=True), 202
+
+    @app.get("/gallery/replies")
+    def gallery_replies() -> Response:
+        """The classifier's recent ``faces/gallery/reply`` messages, newest first."""
+        return jsonify(replies=state.gallery_replies(_str_arg("request_id")))
 
     # --- errors ----------------------------------------------------------------------
 

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = State()
     subscriber = Subscriber(BusClient(cfg.broker, f"monitor-{os.getpid()}"), store, state)
     try:
-        server = make_server(cfg.host, cfg.port, create_app(store, state), threaded=True)
+        app = create_app(store, state, teach=subscriber.teach)
+        server = make_server(cfg.host, cfg.port, app, threaded=True)
     except OSError as exc:
         print(f"monitor: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
         store.close()

@@ -44,6 +44,7 @@ class State:
         self._malformed: deque[dict[str, Any]] = deque(maxlen=malformed)
         self._malformed_total = 0
         self._counts: dict[str, int] = {}
+        self._gallery_replies: deque[dict[str, Any]] = deque(maxlen=50)
         # Set by the subscriber: () -> bool, is the broker connection up?
         self.broker_connected: Callable[[], bool] = lambda: False
         self.broker_address = ""
@@ -180,6 +181,16 @@ class State:
     def threshold_stats(self) -> tuple[dict[str, Any] | None, float | None]:
         with self._lock:
             return copy.deepcopy(self._thresholds), self._thresholds_at
+
+    def gallery_reply(self, reply: Mapping[str, Any], at: float | None = None) -> None:
+        """A ``faces/gallery/reply``: what an enrolment, correction or reload did."""
+        with self._lock:
+            self._gallery_replies.append({"received_at": at or time.time(), **dict(reply)})
+
+    def gallery_replies(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = [dict(r) for r in reversed(self._gallery_replies)]
+        return [r for r in rows if request_id is None or r.get("request_id") == request_id]
 
     def errors(self, limit: int = 100, node: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

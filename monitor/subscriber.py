@@ -11,10 +11,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from facewire.bus import topics
 from facewire.bus.errors import WireError
-from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Result, ThresholdStats
+from facewire.bus.messages import (
+    ClassifierStatus,
+    Correction,
+    EdgeStatus,
+    Enrolment,
+    ErrorReport,
+    GalleryReply,
+    Result,
+    Sighting,
+    ThresholdStats,
+)
 from facewire.bus.transport import Message, Transport
 from facewire.monitor.state import State
 from facewire.monitor.store import Store
@@ -24,7 +35,13 @@ __all__ = ["Subscriber"]
 log = logging.getLogger(__name__)
 
 #: The monitor's subscriptions.
-FILTERS = (topics.RESULTS, topics.STATUSES, topics.ERRORS, topics.THRESHOLDS)
+FILTERS = (
+    topics.RESULTS,
+    topics.STATUSES,
+    topics.ERRORS,
+    topics.THRESHOLDS,
+    topics.GALLERY_REPLIES,
+)
 
 
 class Subscriber:
@@ -59,6 +76,23 @@ class Subscriber:
             self.state.broker_connected = lambda: bool(client.connected)
         client.connect(timeout=timeout, wait=wait)
 
+    def teach(self, node: str, seq: int, name: str, wrong: bool) -> str:
+        """Ask the classifier to name the sighting ``node``/``seq`` as ``name`` (an
+        enrolment from its vector), or, with ``wrong``, to keep it as *not* ``name``
+        (a correction). Returns the request id its reply will carry."""
+        if self.client is None:
+            raise RuntimeError("the monitor has no broker connection")
+        request_id = uuid.uuid4().hex[:16]
+        if wrong:
+            message: Correction | Enrolment = Correction(node, seq, name, request_id)
+            topic = topics.CORRECT
+        else:
+            sighting = (Sighting(node, seq),)
+            message = Enrolment(name, request_id, sightings=sighting, source="sighting")
+            topic = topics.ENROLL
+        self.client.publish(topic, message.encode(), qos=1)
+        return request_id
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
@@ -86,6 +120,11 @@ class Subscriber:
             stats = ThresholdStats.decode(msg.payload)
             self.state.thresholds(stats.as_dict(), at=now)
             self.state.count("thresholds")
+            return
+        if topic == topics.GALLERY_REPLIES:
+            reply = GalleryReply.decode(msg.payload)
+            self.state.gallery_reply(reply.as_dict(), at=now)
+            self.state.count("gallery_reply")
             return
         if topic == topics.CLASSIFIER_STATUS:  # also matches faces/+/status
             if not msg.payload:

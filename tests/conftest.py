@@ -9,6 +9,8 @@ from tests.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "dataset"
+#: the people of the small gallery tests copy (``gallery_dir``)
+GALLERY_PEOPLE = ("ORL_s01", "ORL_s02", "ORL_s03")
 
 #: Modules whose tests cross a process or network boundary, export models, build
 #: wheels or drive a browser: the full suite runs them, the fast tier
@@ -43,3 +45,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def gallery_dir(tmp_path: Path) -> Path:
+    """A gallery of three people of the sample, copied: a test may change it."""
+    import shutil
+
+    root = tmp_path / "gallery"
+    for person in GALLERY_PEOPLE:
+        shutil.copytree(DATASET / "gallery" / person, root / person)
+    return root

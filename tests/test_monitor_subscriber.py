@@ -7,7 +7,17 @@ from pathlib import Path
 
 from facewire.bus import topics
 from facewire.bus.memory import MemoryBroker
-from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Neighbour, Result
+from facewire.bus.messages import (
+    ClassifierStatus,
+    Correction,
+    EdgeStatus,
+    Enrolment,
+    ErrorReport,
+    GalleryReply,
+    Neighbour,
+    Result,
+    Sighting,
+)
 from facewire.monitor.app import create_app
 from facewire.monitor.state import State
 from facewire.monitor.store import Store
@@ -60,6 +70,61 @@ def test_results_statuses_and_errors_reach_the_pages(tmp_path: Path) -> None:
         assert state.malformed_total == 2
         reasons = sorted(m["reason"].split("]")[0] for m in state.malformed_recent())
         assert reasons == ["[bad_json", "[bad_topic"]
+    finally:
+        subscriber.close()
+        store.close()
+
+
+def test_teaching_from_the_log_sends_an_enrolment_or_a_correction(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    store, state = Store(tmp_path / "log.sqlite3"), State()
+    subscriber = Subscriber(broker.transport("monitor"), store, state)
+    subscriber.start(timeout=1)
+    classifier = broker.transport("classifier")
+    got: list[tuple[str, bytes]] = []
+    classifier.subscribe("faces/gallery/#", lambda m: got.append((m.topic, m.payload)))
+    classifier.connect()
+    client = create_app(store, state, teach=subscriber.teach).test_client()
+    try:
+        named = client.post(
+            "/api/teach", json={"node": "door", "seq": 7, "name": "Visitor", "wrong": False}
+        )
+        assert named.status_code == 202
+        wrong = client.post(
+            "/api/teach", json={"node": "door", "seq": 8, "name": "ann", "wrong": True}
+        )
+        assert wrong.status_code == 202
+        assert broker.settle()
+        (t1, p1), (t2, p2) = [g for g in got if g[0] != topics.GALLERY_REPLIES]
+        enrol, correction = Enrolment.decode(p1), Correction.decode(p2)
+        assert t1 == topics.ENROLL and enrol.name == "Visitor" and enrol.source == "sighting"
+        assert enrol.sightings == (Sighting("door", 7),)
+        assert enrol.request_id == named.get_json()["request_id"]
+        assert t2 == topics.CORRECT and (correction.node, correction.seq) == ("door", 8)
+        assert correction.wrong_name == "ann"
+        # the classifier's answer reaches the page
+        reply = GalleryReply("enroll", True, "kept 1 of 1 for Visitor", request_id=enrol.request_id)
+        classifier.publish(topics.GALLERY_REPLIES, reply.encode(), qos=1)
+        assert broker.settle()
+        replies = client.get(f"/gallery/replies?request_id={enrol.request_id}").get_json()
+        assert [r["detail"] for r in replies["replies"]] == ["kept 1 of 1 for Visitor"]
+        # and what cannot be sent is refused with a reason
+        for bad in (
+            {"node": "a b", "seq": 1, "name": "x", "wrong": False},
+            {"node": "door", "seq": -1, "name": "x", "wrong": False},
+            {"node": "door", "seq": 1, "name": "../etc", "wrong": False},
+            {"node": "door", "seq": 1, "name": "unknown", "wrong": False},
+            {"node": "door", "seq": 1, "name": "x", "wrong": "yes"},
+        ):
+            resp = client.post("/api/teach", json=bad)
+            assert resp.status_code == 400 and resp.get_json()["error"], bad
+        without = create_app(store, state).test_client()
+        assert (
+            without.post(
+                "/api/teach", json={"node": "door", "seq": 1, "name": "x", "wrong": False}
+            ).status_code
+            == 503
+        )
     finally:
         subscriber.close()
         store.close()

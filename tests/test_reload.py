@@ -5,28 +5,23 @@ unchanged gallery comes back from the cache without loading a model."""
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from facewire.bus import codec, topics
+from facewire.bus import topics
 from facewire.bus.client import BusClient
 from facewire.bus.memory import MemoryBroker
 from facewire.bus.messages import ClassifierStatus, GalleryReload, GalleryReply, Result
-from facewire.bus.transport import Message, Transport
 from facewire.classifier.gallery import LazyPipeline, build_gallery, read_image
-from facewire.classifier.keeper import GalleryKeeper, Reloader
-from facewire.classifier.service import ClassifierService
-from facewire.config.schema import BrokerConfig, ClassifierConfig, PipelineConfig
+from facewire.classifier.keeper import GalleryKeeper
+from facewire.config.schema import BrokerConfig, PipelineConfig
 from facewire.models import FacePipeline
 from facewire.models.files import list_photos
 from tests.conftest import DATASET
-
-KNOWN = ["ORL_s01", "ORL_s02", "ORL_s03"]
-NEWCOMER = "ORL_s04"
+from tests.gallery_rig import KNOWN, NEWCOMER, Rig, classifier_cfg
 
 
 @pytest.fixture(scope="module")
@@ -42,57 +37,6 @@ def probe_vectors() -> dict[str, np.ndarray]:
         return out
     finally:
         pipeline.close()
-
-
-@pytest.fixture
-def gallery_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "gallery"
-    for person in KNOWN:
-        shutil.copytree(DATASET / "gallery" / person, root / person)
-    return root
-
-
-def classifier_cfg(root: Path, **kw: object) -> ClassifierConfig:
-    cfg = ClassifierConfig(dataset=str(root), stats_interval_s=60.0)
-    cfg.watch_poll_s, cfg.watch_settle_s = 0.1, 0.1
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
-class Rig:
-    def __init__(self, cfg: ClassifierConfig, transport: Transport, listener: Transport) -> None:
-        self.keeper = GalleryKeeper(cfg)
-        self.service = ClassifierService(cfg, self.keeper.build().index, transport)
-        self.got: list[Message] = []
-        self.listener = listener
-        listener.subscribe("faces/#", self.got.append)
-        listener.connect(timeout=5)
-        self.service.start(timeout=5)
-        self.reloader = Reloader(self.keeper, self.service).start()
-
-    def ask(self, person: str, vectors: dict, seq: int) -> Result:
-        msg = codec.EmbeddingMessage(
-            "door", seq, seq, 0, (0, 0, 9, 9), vectors["model"], time.time(), {}, (81.0, 1.0, 1.0),
-            vectors[person],
-        )  # fmt: skip
-        self.listener.publish(topics.embedding("door"), codec.encode(msg), qos=1)
-        return Result.decode(self.wait_for(topics.result("door"), lambda r: r.seq == seq, Result))
-
-    def wait_for(self, topic: str, cond, cls, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m in list(self.got):
-                if m.topic == topic and m.payload and cond(cls.decode(m.payload)):
-                    return m.payload
-            time.sleep(0.02)
-        raise AssertionError(f"nothing on {topic} in {timeout} s")
-
-    def close(self) -> None:
-        self.reloader.stop()
-        self.service.stop()
-        self.keeper.close()
-        self.listener.close()
 
 
 @pytest.fixture

@@ -27,7 +27,13 @@ from facewire.bus.messages.fields import (
     UNKNOWN,
     JsonMessage,
 )
-from facewire.bus.messages.gallery import GalleryReload, GalleryReply
+from facewire.bus.messages.gallery import (
+    Correction,
+    Enrolment,
+    GalleryReload,
+    GalleryReply,
+    Sighting,
+)
 from facewire.bus.messages.node import EdgeStatus, ErrorReport, Neighbour, Percentiles, Result
 from facewire.bus.messages.service import (
     Calibration,
@@ -44,8 +50,10 @@ __all__ = [
     "UNKNOWN",
     "Calibration",
     "ClassifierStatus",
+    "Correction",
     "CurvePoint",
     "EdgeStatus",
+    "Enrolment",
     "ErrorReport",
     "GalleryInfo",
     "GalleryReload",
@@ -55,5 +63,6 @@ __all__ = [
     "Neighbour",
     "Percentiles",
     "Result",
+    "Sighting",
     "ThresholdStats",
 ]

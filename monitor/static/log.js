@@ -28,8 +28,55 @@
       FW.el("td", { class: "num" }, FW.fmtNum(d.stages_ms ?? d.latency_ms, 1)),
       FW.el("td", { class: "num" }, d.seq === null ? "—" : d.seq),
       FW.el("td", { class: "muted" }, d.model || "—"),
+      teachCell(d),
     );
     return tr;
+  }
+
+  /* Buttons that teach the classifier from a sighting (POST /api/teach). */
+  const status = document.getElementById("teach-status");
+  function teachCell(d) {
+    const td = FW.el("td", { class: "teach" });
+    if (d.seq === null || d.seq === undefined) return td;
+    const name = FW.el("button", { type: "button", class: "teach-name", title: "name the person of this sighting" }, "this is…");
+    name.addEventListener("click", () => {
+      const who = window.prompt(`Who is this (${d.node}, seq ${d.seq})?`, d.name === "unknown" ? "" : d.name);
+      if (who && who.trim()) teach(d, who.trim(), false);
+    });
+    td.append(name);
+    if (d.name !== "unknown") {
+      const wrong = FW.el("button", { type: "button", class: "teach-wrong", title: `this was not ${d.name}` }, "wrong");
+      wrong.addEventListener("click", () => teach(d, d.name, true));
+      td.append(wrong);
+    }
+    return td;
+  }
+
+  async function teach(d, name, wrong) {
+    status.textContent = wrong ? `telling the classifier this was not ${name} …` : `teaching the classifier ${name} …`;
+    let sent;
+    try {
+      const r = await fetch(urls.teach, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ node: d.node, seq: d.seq, name, wrong }),
+      });
+      sent = await r.json();
+      if (!r.ok) { status.textContent = `not sent: ${sent.error || r.status}`; return; }
+    } catch (e) {
+      status.textContent = `not sent: ${e}`;
+      return;
+    }
+    for (let i = 0; i < 40; i++) {  // the classifier answers within a rebuild: seconds
+      await new Promise((res) => setTimeout(res, 250));
+      const got = await FW.getJSON(`${urls.galleryReplies}?request_id=${encodeURIComponent(sent.request_id)}`);
+      const reply = got.replies && got.replies[0];
+      if (reply) {
+        const refused = reply.refused && reply.refused.length ? ` (refused: ${reply.refused.join("; ")})` : "";
+        status.textContent = `${reply.ok ? "done" : "not done"}: ${reply.detail}${refused}`;
+        return;
+      }
+    }
+    status.textContent = "sent, but no answer from the classifier yet";
   }
 
   function refreshCount() {
