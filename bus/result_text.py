@@ -104,6 +104,8 @@ class ResultEncoder:
         search_ms: float,
         total_ms: float,
         classified_at: float,
+        track: int | None = None,
+        track_frames: int | None = None,
     ) -> str:
         names = self._names
         name = names[winner] if known and winner >= 0 else self._unknown
@@ -125,5 +127,6 @@ class ResultEncoder:
             f'"timings":{{{stage_text}{"," if stage_text else ""}'
             f'"queue_ms":{queue_ms:.3f},"search_ms":{search_ms:.3f},'
             f'"total_classifier_ms":{total_ms:.3f}}},"classified_at":{classified_at!r},'
-            f'"gallery":{self._gallery}}}'
+            f'"gallery":{self._gallery},"track":{"null" if track is None else track},'
+            f'"track_frames":{"null" if track_frames is None else track_frames}}}'
         )

@@ -42,6 +42,7 @@ EMBEDDINGS = f"{PREFIX}/+/embedding"
 RESULTS = f"{PREFIX}/+/result"
 STATUSES = f"{PREFIX}/+/status"  # also matches CLASSIFIER_STATUS, see is_node_topic()
 ERRORS = f"{PREFIX}/+/error"
+EVENTS = f"{PREFIX}/+/event"
 
 _FORBIDDEN = frozenset("/+#$")
 
@@ -137,6 +138,11 @@ def parse(topic: str, kind: str | None = None) -> str:
     if len(_PARSED) < _PARSED_MAX:  # bounded: a flood of new topics must not grow it
         _PARSED[(topic, kind)] = node
     return node
+
+
+def event(node: str) -> str:
+    """``faces/<node>/event``: JSON track decisions, classifier → integrations."""
+    return _node_topic(node, "event")
 
 
 def node_of(topic: str) -> str:

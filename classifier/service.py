@@ -41,6 +41,7 @@ from facewire.classifier.recent import RecentVectors
 from facewire.classifier.refusals import Refusals
 from facewire.classifier.search import Matcher, describe
 from facewire.classifier.thresholds import LiveThresholds
+from facewire.classifier.tracks import Tracker
 from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
@@ -97,6 +98,10 @@ class ClassifierService:
         self.live = LiveThresholds(cfg.stats_window)
         self.refusals = Refusals()
         self.recent = RecentVectors(cfg.remember)
+        t = cfg.track
+        self.tracker = (
+            Tracker(t.gap_s, t.min_iou, t.min_similarity, t.min_frames) if t.enabled else None
+        )
         self.processed = 0
         self._queue_ms = LatencyWindow(2000)
         self._search_ms = LatencyWindow(2000)
@@ -278,11 +283,23 @@ class ClassifierService:
         topic_of = self._result_topic
         now = time.time()
         out = []
+        events = []
         queue_ms_all = []
+        tracker, names = self.tracker, index.matcher.names
         for (node, p), winner, codes, sims, score, known in rows:
             msg = p.msg
             queue_ms = (started - p.received) * 1000.0
             queue_ms_all.append(queue_ms)
+            track = frames = None
+            if tracker is not None:
+                name = str(names[winner]) if known and winner >= 0 else UNKNOWN
+                seen = tracker.observe(
+                    node, msg.bbox, msg.vector, msg.quality, msg.captured_at, name, score,
+                    p.received,
+                )  # fmt: skip
+                track, frames = seen.track, seen.frames
+                if seen.event is not None:
+                    events.append((topics.event(node), seen.event.encode()))
             text = encoder.encode(
                 node,
                 msg.seq,
@@ -300,14 +317,18 @@ class ClassifierService:
                 search_ms,
                 (time.perf_counter() - p.received) * 1000.0,
                 now,
+                track,
+                frames,
             )
             out.append((topic_of(node), text))
         self.bus.publish_many(out)
+        for topic, event in events:
+            self.bus.publish(topic, event, qos=1)
         done = time.perf_counter()
         self._queue_ms.extend(queue_ms_all)
         self._publish_ms.add((done - begun) * 1000.0)
         self._inside_ms.extend((done - p.received) * 1000.0 for _, p in batch)
-        names, model = index.matcher.names, index.model_id
+        model = index.model_id
         self.recent.add_many(
             [
                 (node, p.msg.seq, p.msg.vector, model, str(names[w]) if k and w >= 0 else UNKNOWN)
@@ -393,10 +414,23 @@ class ClassifierService:
         )
         self.bus.publish(topics.THRESHOLDS, snap.encode(), qos=1, retain=True)
 
+    def expire_tracks(self) -> None:
+        """End the tracks nobody was seen in for a while: their ``left`` events."""
+        if self.tracker is None:
+            return
+        for e in self.tracker.expire():
+            self.bus.publish(topics.event(e.node), e.encode(), qos=1)
+
     def _report(self) -> None:
-        while not self._stop.wait(self.cfg.stats_interval_s):
+        # tracks end within a fraction of their gap; statistics every stats_interval_s
+        tick = min(self.cfg.stats_interval_s, self.cfg.track.gap_s / 2.0)
+        last = time.monotonic()
+        while not self._stop.wait(tick):
             try:
-                self.publish_status()
-                self.publish_thresholds()
+                self.expire_tracks()
+                if time.monotonic() - last >= self.cfg.stats_interval_s:
+                    last = time.monotonic()
+                    self.publish_status()
+                    self.publish_thresholds()
             except Exception:
                 log.exception("publishing statistics failed")

@@ -254,6 +254,28 @@ class EdgeConfig:
 
 
 @dataclass
+class TrackConfig:
+    """A face followed across a node's frames, decided on once: faces/<node>/event."""
+
+    enabled: bool = setting(True, "follow faces across frames and publish track events")
+    gap_s: float = setting(
+        2.0, "a track ends when no frame of it came for this long, seconds", gt=0
+    )
+    min_frames: int = setting(
+        3, "frames a track needs before its decision is made (the 'arrived' event)", min=1
+    )
+    min_iou: float = setting(
+        0.2, "a face continues a track whose last box it overlaps this much", min=0, max=1
+    )
+    min_similarity: float = setting(
+        0.5,
+        "… or whose vector it is at least this close to (cosine)",
+        min=-1.0,
+        max=1.0,
+    )
+
+
+@dataclass
 class ClassifierConfig:
     """The classifier, ``facewire classifier``: gallery, then embeddings → names."""
 
@@ -306,6 +328,7 @@ class ClassifierConfig:
         min=0,
     )
     search: SearchConfig = section(SearchConfig, "k-NN search and voting")
+    track: TrackConfig = section(TrackConfig, "decisions over a track of frames")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
 

@@ -317,7 +317,7 @@ def create_app(
             raise BadRequest("expected a JSON object {node, seq, name, wrong}")
         node, seq, name, wrong = (data.get(k) for k in ("node", "seq", "name", "wrong"))
         try:
-            topics.check_node_id(node)
+            node = topics.check_node_id(node)
         except WireError as exc:
             raise BadRequest(exc.detail) from None
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**32:

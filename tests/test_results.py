@@ -49,6 +49,8 @@ def result_dict(names: list[str], model_id: str, threshold: float, **kw: Any) ->
         "timings": timings,
         "classified_at": kw["classified_at"],
         "gallery": None,
+        "track": None,
+        "track_frames": None,
     }
 
 

@@ -34,7 +34,14 @@ from facewire.bus.messages.gallery import (
     GalleryReply,
     Sighting,
 )
-from facewire.bus.messages.node import EdgeStatus, ErrorReport, Neighbour, Percentiles, Result
+from facewire.bus.messages.node import (
+    EdgeStatus,
+    ErrorReport,
+    Neighbour,
+    Percentiles,
+    Result,
+    TrackEvent,
+)
 from facewire.bus.messages.service import (
     Calibration,
     ClassifierStatus,
@@ -65,4 +72,5 @@ __all__ = [
     "Result",
     "Sighting",
     "ThresholdStats",
+    "TrackEvent",
 ]

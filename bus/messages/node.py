@@ -75,6 +75,8 @@ class Result(JsonMessage):
     timings: Mapping[str, float | None] = field(default_factory=dict)
     classified_at: float | None = None
     gallery: str | None = None  # the gallery version it was answered with
+    track: int | None = None  # the node's track this face belongs to
+    track_frames: int | None = None  # frames of that track so far
 
     @property
     def known(self) -> bool:
@@ -112,6 +114,8 @@ class Result(JsonMessage):
             timings=timings,
             classified_at=f.number("classified_at", False),
             gallery=f.text("gallery", MAX_TEXT, False),
+            track=f.integer("track", False),
+            track_frames=f.integer("track_frames", False),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -130,6 +134,8 @@ class Result(JsonMessage):
             "timings": {f"{k}_ms": v for k, v in self.timings.items()},
             "classified_at": self.classified_at,
             "gallery": self.gallery,
+            "track": self.track,
+            "track_frames": self.track_frames,
         }
 
 
@@ -228,5 +234,58 @@ class ErrorReport(JsonMessage):
             "detail": self.detail,
             "seq": self.seq,
             "count": self.count,
+            "ts": self.ts,
+        }
+
+
+TRACK_EVENTS = ("arrived", "changed", "left")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent(JsonMessage):
+    """``faces/<node>/event``: a track's decision was made (``arrived``), changed
+    (``changed``), or the track ended (``left``, with its last decision). ``name`` is
+    the person or ``unknown``; ``score`` the quality-weighted mean score of the frames
+    that named them; ``frames`` how many frames it rests on. Times: edge clock."""
+
+    KIND: ClassVar[str] = "track event"
+
+    node: str
+    track: int
+    event: str
+    name: str
+    score: float
+    frames: int
+    first_seen: float | None = None
+    last_seen: float | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_fields(cls, f: _Fields) -> TrackEvent:
+        event = f.text("event", 16)
+        if event not in TRACK_EVENTS:
+            raise WireError("bad_field", f"track event: 'event' must be one of {TRACK_EVENTS}")
+        return cls(
+            node=f.text("node", MAX_NODE),
+            track=f.integer("track"),
+            event=event,
+            name=f.text("name", MAX_NAME),
+            score=f.number("score"),
+            frames=f.integer("frames", minimum=1),
+            first_seen=f.number("first_seen", False),
+            last_seen=f.number("last_seen", False),
+            ts=f.number("ts", False),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "track": self.track,
+            "event": self.event,
+            "name": self.name,
+            "score": self.score,
+            "frames": self.frames,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
             "ts": self.ts,
         }

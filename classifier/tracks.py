@@ -1,0 +1,210 @@
+"""Decisions over a track: a face followed across a node's frames, named once.
+
+Each classified face joins the track of its node that it continues (its box overlaps
+the track's last one, or its vector is close to the track's), else starts a new one.
+A track's decision rests on all its frames, each weighted by its quality (a bigger,
+sharper face counts more), with a consistency rule: a name must hold more than half
+of the track's weight; otherwise, and on a tie, the track is ``unknown``. One event
+goes out when a track's decision is first made (``arrived``), when it changes
+(``changed``) and when the track ends (``left``: no frame for ``gap_s``).
+
+>>> import numpy as np
+>>> tracker = Tracker(gap_s=2.0, min_frames=2)
+>>> v = np.array([1.0, 0.0], np.float32)
+>>> a = tracker.observe("door", (10, 10, 50, 50), v, (2500.0, 200.0, 120.0), 0.0, "ann", 0.7, 0.0)
+>>> a.track, a.frames, a.event is None
+(1, 1, True)
+>>> b = tracker.observe("door", (12, 11, 50, 50), v, (2500.0, 200.0, 120.0), 0.2, "ann", 0.8, 0.2)
+>>> b.track, b.frames, b.event.event, b.event.name
+(1, 2, 'arrived', 'ann')
+>>> [e.event for e in tracker.expire(now=5.0)]
+['left']
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facewire.bus.messages import UNKNOWN, TrackEvent
+
+#: A frame's weight from its quality: full weight from this face area (px²) and
+#: sharpness (variance of the Laplacian) up; never below the floor.
+FULL_AREA = 96.0 * 96.0
+FULL_BLUR = 100.0
+MIN_WEIGHT = 0.05
+#: Frames a track remembers for its decision (the oldest fall out).
+MAX_FRAMES = 50
+#: Tracks of a node a face is compared with: the most recently started (a crowd of
+#: more at one door is not what a node sees; the bound keeps the worker's cost flat).
+RECENT_TRACKS = 8
+
+
+def weight(quality: tuple[float, float, float]) -> float:
+    """How much one frame counts: (area, blur, brightness) → 0.05..1."""
+    area, blur, _ = quality
+    w = min(1.0, max(area, 0.0) / FULL_AREA) * min(1.0, max(blur, 0.0) / FULL_BLUR)
+    return max(MIN_WEIGHT, w)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0, w) * max(0, h)
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    node: str
+    number: int
+    box: tuple[int, int, int, int]
+    vector: np.ndarray
+    first_seen: float
+    last_seen: float
+    arrived: float  # the classifier's monotonic clock when its last frame came
+    frames: list[tuple[str, float, float]] = field(default_factory=list)  # name, score, weight
+    seen: int = 0  # frames in all, not only those remembered
+    decision: tuple[str, float] | None = None
+
+    def decide(self, min_frames: int) -> tuple[str, float] | None:
+        """(name, score) by the consistency rule, or ``None`` before ``min_frames``."""
+        if self.seen < min_frames:
+            return None
+        total = sum(w for _, _, w in self.frames)
+        by_name: dict[str, float] = {}
+        for name, _, w in self.frames:
+            by_name[name] = by_name.get(name, 0.0) + w
+        ranked = sorted(by_name.items(), key=lambda kv: -kv[1])
+        best, held = ranked[0]
+        tie = len(ranked) > 1 and ranked[1][1] == held
+        if tie or held <= total / 2.0 or best == UNKNOWN:
+            scores = [s for _, s, _ in self.frames]
+            return UNKNOWN, float(np.mean(scores)) if scores else -1.0
+        mine = [(s, w) for n, s, w in self.frames if n == best]
+        score = sum(s * w for s, w in mine) / sum(w for _, w in mine)
+        return best, float(score)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one frame did to its track."""
+
+    track: int
+    frames: int
+    event: TrackEvent | None
+
+
+class Tracker:
+    """Tracks of every node. Used by the classifier's worker (``observe``) and its
+    statistics thread (``expire``): under one lock."""
+
+    def __init__(
+        self,
+        gap_s: float = 2.0,
+        min_iou: float = 0.2,
+        min_similarity: float = 0.5,
+        min_frames: int = 3,
+        max_tracks: int = 64,
+    ) -> None:
+        self.gap_s = gap_s
+        self.min_iou = min_iou
+        self.min_similarity = min_similarity
+        self.min_frames = min_frames
+        self.max_tracks = max_tracks  # per node: a flood of faces must not grow it
+        self._tracks: dict[str, list[Track]] = {}
+        self._numbers: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(
+        self,
+        node: str,
+        box: tuple[int, int, int, int],
+        vector: np.ndarray,
+        quality: tuple[float, float, float],
+        at: float,
+        name: str,
+        score: float,
+        arrived: float | None = None,
+    ) -> Observed:
+        """Add one classified face (``at``: its capture time, edge clock; ``arrived``:
+        when it came, on this process's monotonic clock, for ``expire``)."""
+        arrived = time.monotonic() if arrived is None else arrived
+        with self._lock:
+            tracks = self._tracks.setdefault(node, [])
+            track = self._continue(tracks, box, vector, at)
+            if track is None:
+                number = self._numbers[node] = self._numbers.get(node, 0) + 1
+                track = Track(node, number, box, vector.copy(), at, at, arrived)
+                tracks.append(track)
+                if len(tracks) > self.max_tracks:
+                    tracks.sort(key=lambda t: t.last_seen)
+                    del tracks[0]
+            else:
+                # a running mean of the direction: continuity across slow changes
+                mixed = 0.7 * track.vector + 0.3 * vector
+                track.vector = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
+                track.box, track.last_seen = box, max(track.last_seen, at)
+                track.arrived = arrived
+            track.frames.append((name, score, weight(quality)))
+            del track.frames[:-MAX_FRAMES]
+            track.seen += 1
+            return Observed(track.number, track.seen, self._event(track, at))
+
+    def expire(self, now: float | None = None) -> list[TrackEvent]:
+        """End the tracks with no frame for ``gap_s`` (``now``: monotonic clock, as
+        ``observe``'s ``arrived``); a ``left`` event for each that had a decision."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self._lock:
+            for node, tracks in self._tracks.items():
+                keep = []
+                for t in tracks:
+                    if now - t.arrived <= self.gap_s:
+                        keep.append(t)
+                    elif t.decision is not None:
+                        out.append(self._make(t, "left", t.decision, t.last_seen))
+                self._tracks[node] = keep
+        return out
+
+    def _continue(
+        self, tracks: list[Track], box: tuple[int, int, int, int], vector: np.ndarray, at: float
+    ) -> Track | None:
+        best, best_sim = None, -2.0
+        for t in tracks[-RECENT_TRACKS:]:
+            if abs(at - t.last_seen) > self.gap_s:
+                continue
+            sim = float(t.vector @ vector)
+            if (iou(t.box, box) >= self.min_iou or sim >= self.min_similarity) and sim > best_sim:
+                best, best_sim = t, sim
+        return best
+
+    def _event(self, track: Track, at: float) -> TrackEvent | None:
+        decision = track.decide(self.min_frames)
+        if decision is None:
+            return None
+        before, track.decision = track.decision, decision
+        if before is None:
+            return self._make(track, "arrived", decision, at)
+        if before[0] != decision[0]:
+            return self._make(track, "changed", decision, at)
+        return None
+
+    def _make(self, t: Track, event: str, decision: tuple[str, float], at: float) -> TrackEvent:
+        return TrackEvent(
+            node=t.node,
+            track=t.number,
+            event=event,
+            name=decision[0],
+            score=round(decision[1], 4),
+            frames=t.seen,
+            first_seen=t.first_seen,
+            last_seen=t.last_seen,
+            ts=at,
+        )
