@@ -15,9 +15,14 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("facewire.demo", "run broker, classifier, monitor and two replaying edge nodes"),
     "edge": ("facewire.edge.__main__", "the edge daemon: camera/video/folder → embeddings on MQTT"),
+    "enroll": ("facewire.edge.enroll", "teach the classifier a person from this edge's camera"),
     "classifier": (
         "facewire.classifier.__main__",
         "the classifier service: embeddings → names on MQTT",
+    ),
+    "gallery": (
+        "facewire.classifier.gallery_cli",
+        "the gallery's people: list, add photos, remove, forget every trace",
     ),
     "monitor": ("facewire.monitor.__main__", "the web monitor (Flask, http://127.0.0.1:6010)"),
     "eval": (
