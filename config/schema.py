@@ -230,6 +230,41 @@ class EdgeConfig:
     fps: float = setting(
         5.0,
         "frames per second to process; a folder is replayed at this rate (0: as fast as possible)",
+@dataclass
+class QualityConfig:
+    """The quality gate: which detected faces are good enough to keep (enrolment).
+
+    ``facewire enroll`` keeps only faces that pass it, alone in their frame. Measured
+    on the detector's box at frame resolution (``models.face.Quality``). The defaults
+    pass every photo in ``dataset/`` (head shots of 92×112 px, the smallest face 22×29
+    px); a camera that shows faces larger than that can ask for more.
+    """
+
+    # dataset/'s smallest face box is 638 px²
+    min_area: float = setting(
+        600.0, "smallest face box kept, in pixels of the frame (width × height)", min=0.0
+    )
+    # dataset/'s photos measure 213 and more; blurred with a Gaussian of sigma 3, under 35
+    min_blur: float = setting(
+        40.0,
+        "least sharpness kept: the variance of the Laplacian of the face box (low = "
+        "blurred); it falls with the face's size too, so a face upscaled from a small one "
+        "measures low",
+        min=0.0,
+    )
+    # dataset/'s photos measure 91..170
+    min_brightness: float = setting(
+        40.0, "darkest face kept: mean grey level of the box, 0..255", min=0.0, max=255.0
+    )
+    max_brightness: float = setting(
+        220.0, "brightest face kept: mean grey level of the box, 0..255", min=0.0, max=255.0
+    )
+
+    def validate(self) -> None:
+        if self.min_brightness > self.max_brightness:
+            raise ValueError("min_brightness must be <= max_brightness")
+
+
         min=0.0,
         flag="--fps",
     )
@@ -266,6 +301,7 @@ class TrackConfig:
     )
     min_iou: float = setting(
         0.2, "a face continues a track whose last box it overlaps this much", min=0, max=1
+    quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     )
     min_similarity: float = setting(
         0.5,
