@@ -23,7 +23,6 @@ import shutil
 import sqlite3
 import sys
 import threading
-import unicodedata
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ import numpy as np
 from facewire import config
 from facewire.bus import topics
 from facewire.bus.errors import WireError
-from facewire.bus.messages import UNKNOWN, GalleryReload, GalleryReply
-from facewire.bus.messages.fields import MAX_NAME
+from facewire.bus.messages import GalleryReload, GalleryReply
+from facewire.bus.messages.gallery import name_problem as check_name
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.enrolled import EnrolmentStore
 from facewire.classifier.gallery import read_image
@@ -46,36 +45,6 @@ from facewire.models.files import is_photo, list_files, list_photos
 
 STORE_FILE = "gallery.sqlite3"
 DEFAULT_WAIT_S = 30.0
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` cannot be a person (a plain folder name), or ``None`` if it can.
-
-    The same rule as ``facewire enroll``'s: 1–128 bytes of UTF-8, not ``unknown``, no
-    ``/`` or ``\\``, no control characters, not hidden (``.name``, ``..``), no space
-    at either end.
-
-    >>> check_name("ORL_s01") is None
-    True
-    >>> check_name(".."), check_name("a\\nb")
-    ("'..' starts with '.' (a hidden folder, or '..')", "'a\\\\nb' contains a control character")
-    """
-    if not name:
-        return "the name is empty"
-    if name.casefold() == UNKNOWN:
-        return f"{name!r} is what the classifier says for nobody"
-    for sep in ("/", "\\"):
-        if sep in name:
-            return f"{name!r} contains {sep!r}"
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
-        return f"{name!r} contains a control character"
-    if name.startswith("."):
-        return f"{name!r} starts with '.' (a hidden folder, or '..')"
-    if name != name.strip():
-        return f"{name!r} starts or ends with a space"
-    if len(name.encode("utf-8")) > MAX_NAME:
-        return f"the name is over {MAX_NAME} bytes of UTF-8"
-    return None
 
 
 @dataclass(frozen=True)

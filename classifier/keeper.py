@@ -11,6 +11,7 @@ never waits for a rebuild.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,8 @@ import numpy as np
 
 from facewire.bus import topics
 from facewire.bus.errors import WireError
-from facewire.bus.messages import UNKNOWN, Correction, Enrolment, GalleryReload, GalleryReply
+from facewire.bus.messages import Correction, Enrolment, GalleryReload, GalleryReply
+from facewire.bus.messages.gallery import name_problem
 from facewire.bus.transport import Message
 from facewire.classifier.calibrate import choose_threshold
 from facewire.classifier.enrolled import EnrolmentStore
@@ -181,6 +183,17 @@ class Outcome:
     ok: bool = True
 
 
+def _request_id(payload: bytes) -> str | None:
+    """The ``request_id`` of a request that did not decode, if it can be read, so the
+    refusal reaches whoever asked."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+
+
 class Reloader:
     """Rebuilds the gallery on its own thread when the folder changes, a reload is
     asked for, or someone is enrolled or corrected, and swaps the new index into
@@ -230,7 +243,8 @@ class Reloader:
             request = cls.decode(m.payload) if m.payload or cls is not GalleryReload else None
         except WireError as exc:
             log.warning("ignored a message on %s: %s", m.topic, exc)
-            self._answer(GalleryReply(m.topic.rsplit("/", 1)[1], False, str(exc)), [None])
+            reply = GalleryReply(m.topic.rsplit("/", 1)[1], False, str(exc), ts=time.time())
+            self._answer(reply, [_request_id(m.payload)])
             return
         with self._lock:
             self._requests.append(request if request is not None else GalleryReload())
@@ -296,8 +310,9 @@ class Reloader:
         """Keep what is good of ``e`` in the store (the rebuild that follows uses it)."""
         out = Outcome("enroll", e.request_id, refused=[])
         assert out.refused is not None
-        if e.name == UNKNOWN or "/" in e.name or not e.name.isprintable():
-            return Outcome("enroll", e.request_id, ok=False, detail=f"not a name: {e.name!r}")
+        problem = name_problem(e.name)
+        if problem is not None:
+            return Outcome("enroll", e.request_id, ok=False, detail=f"not a name: {problem}")
         current = self.service.index
         model = current.model_id
         candidates: list[tuple[str, np.ndarray, tuple[str, int] | None]] = []

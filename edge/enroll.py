@@ -21,7 +21,6 @@ import os
 import sys
 import threading
 import time
-import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -35,9 +34,9 @@ from facewire import config
 from facewire.bus import topics
 from facewire.bus.client import BusClient
 from facewire.bus.errors import WireError
-from facewire.bus.messages import UNKNOWN, Enrolment, GalleryReply
-from facewire.bus.messages.fields import MAX_NAME
+from facewire.bus.messages import Enrolment, GalleryReply
 from facewire.bus.messages.gallery import MAX_VECTORS
+from facewire.bus.messages.gallery import name_problem as check_name
 from facewire.bus.transport import Message, Transport
 from facewire.config.cli import PIPELINE_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import EdgeConfig, QualityConfig
@@ -53,37 +52,6 @@ DEFAULT_MAX_SIMILARITY = 0.95
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_WAIT_S = 15.0
 NEAR_DUPLICATE = "near-duplicate"
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` cannot be a person's name, or ``None`` if it can.
-
-    The same rule as ``facewire gallery``'s (a name is also a gallery folder's):
-    1–128 bytes of UTF-8, not ``unknown`` (what the classifier says for nobody), no
-    ``/`` or ``\\``, no control characters, not starting with ``.``, no space at
-    either end.
-
-    >>> check_name("Zoë Smith") is None
-    True
-    >>> check_name("unknown"), check_name("a/b")
-    ("'unknown' is what the classifier says for nobody", "'a/b' contains '/'")
-    """
-    if not name:
-        return "the name is empty"
-    if name.casefold() == UNKNOWN:
-        return f"{name!r} is what the classifier says for nobody"
-    for sep in ("/", "\\"):
-        if sep in name:
-            return f"{name!r} contains {sep!r}"
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
-        return f"{name!r} contains a control character"
-    if name.startswith("."):
-        return f"{name!r} starts with '.' (a hidden folder, or '..')"
-    if name != name.strip():
-        return f"{name!r} starts or ends with a space"
-    if len(name.encode("utf-8")) > MAX_NAME:
-        return f"the name is over {MAX_NAME} bytes of UTF-8"
-    return None
 
 
 @dataclass(frozen=True)

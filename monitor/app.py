@@ -26,6 +26,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from facewire.bus import topics
 from facewire.bus.errors import WireError
 from facewire.bus.messages import UNKNOWN
+from facewire.bus.messages.gallery import name_problem
 from facewire.monitor.state import State
 from facewire.monitor.store import NEAR_MARGIN, Store
 
@@ -325,8 +326,9 @@ def create_app(
         if not isinstance(name, str) or not name.strip() or len(name.encode()) > 128:
             raise BadRequest("'name' must be a name of at most 128 bytes")
         name = name.strip()
-        if "/" in name or not name.isprintable() or (name == UNKNOWN and not wrong):
-            raise BadRequest(f"not a name: {name!r}")
+        problem = name_problem(name)
+        if problem is not None and not (wrong and name == UNKNOWN):
+            raise BadRequest(f"not a name: {problem}")
         if not isinstance(wrong, bool):
             raise BadRequest("'wrong' must be true or false")
         if teach is None:

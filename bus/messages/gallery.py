@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,11 +17,43 @@ from facewire.bus.messages.fields import (
     MAX_NAME,
     MAX_NODE,
     MAX_TEXT,
+    UNKNOWN,
     JsonMessage,
     _Fields,
 )
 
 MAX_REQUEST_ID = 64
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a person's name, or ``None`` if it can.
+
+    A person's name is also a gallery folder's, so the rule is a plain folder name's:
+    1–128 bytes of UTF-8, not ``unknown`` (what the classifier says for nobody), no
+    ``/`` or ``\\``, no control characters, not starting with ``.``, no space at
+    either end.
+
+    >>> name_problem("Zoë Smith") is None
+    True
+    >>> name_problem("unknown"), name_problem("a/b")
+    ("'unknown' is what the classifier says for nobody", "'a/b' contains '/'")
+    """
+    if not name:
+        return "the name is empty"
+    if name.casefold() == UNKNOWN:
+        return f"{name!r} is what the classifier says for nobody"
+    for sep in ("/", "\\"):
+        if sep in name:
+            return f"{name!r} contains {sep!r}"
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
+        return f"{name!r} contains a control character"
+    if name.startswith("."):
+        return f"{name!r} starts with '.' (a hidden folder, or '..')"
+    if name != name.strip():
+        return f"{name!r} starts or ends with a space"
+    if len(name.encode("utf-8")) > MAX_NAME:
+        return f"the name is over {MAX_NAME} bytes of UTF-8"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +210,12 @@ class Enrolment(JsonMessage):
         source = f.text("source", 16, False) or ("camera" if vectors else "sighting")
         if source not in ("camera", "sighting", "auto"):
             raise WireError("bad_field", "enrolment: 'source' must be camera, sighting or auto")
+        name = f.text("name", MAX_NAME)
+        problem = name_problem(name)
+        if problem is not None:
+            raise WireError("bad_field", f"enrolment: not a name: {problem}")
         return cls(
-            name=f.text("name", MAX_NAME),
+            name=name,
             request_id=f.text("request_id", MAX_REQUEST_ID, False),
             model=f.text("model", MAX_MODEL, bool(vectors)),
             vectors=tuple(vectors),
