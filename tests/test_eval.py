@@ -1,4 +1,5 @@
-"""``facewire eval`` end to end on the shipped sample (subprocess, like a user runs it)."""
+"""``facewire eval`` end to end on the shipped sample (subprocess, like a user runs it),
+and the score arithmetic behind its TAR, FAR and EER."""
 
 from __future__ import annotations
 
@@ -6,11 +7,22 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from facewire.classifier.evaluate import (
+    ProbeOutcome,
+    Report,
+    best_per_identity,
+    equal_error,
+    format_table,
+    tar_at_far,
+)
 from tests.conftest import DATASET, ROOT
 
 
-def run_eval(*extra: str) -> dict:
-    cmd = [
+def eval_cmd(*extra: str, unknown: bool = True) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "facewire",
@@ -19,20 +31,29 @@ def run_eval(*extra: str) -> dict:
         str(DATASET / "gallery"),
         "--probes",
         str(DATASET / "probes"),
-        "--unknown",
-        str(DATASET / "unknown"),
+        *(["--unknown", str(DATASET / "unknown")] if unknown else []),
         "--json",
         *extra,
     ]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def run_eval(*extra: str, unknown: bool = True) -> dict:
+    done = subprocess.run(
+        eval_cmd(*extra, unknown=unknown), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     assert len(lines) == 1, done.stdout
     return json.loads(lines[0])
 
 
-def test_eval_names_the_right_person_for_most_probes():
-    r = run_eval()
+@pytest.fixture(scope="module")
+def default_run() -> dict:
+    return run_eval()
+
+
+def test_eval_names_the_right_person_for_most_probes(default_run):
+    r = default_run
     for key in (
         "model",
         "identities",
@@ -43,6 +64,11 @@ def test_eval_names_the_right_person_for_most_probes():
         "threshold",
         "no_face",
         "ms_per_face",
+        "tar_at_far_1pct",
+        "tar_at_far_0_1pct",
+        "probe_eer",
+        "open_set",
+        "open_set_compared",
     ):
         assert key in r, key
     assert r["model"].startswith("sface-")
@@ -53,6 +79,86 @@ def test_eval_names_the_right_person_for_most_probes():
     assert r["named_correctly"] >= 0.9
     assert r["unknown_rejected"] >= 0.8
     assert r["ms_per_face"] > 0
+    assert r["strangers_held_out"] == []
+
+
+def test_eval_reports_verification_and_open_set_figures(default_run):
+    r = default_run
+    # 88 genuine scores; impostors: each known probe's best other person, each stranger's best
+    scores = r["probe_scores"]
+    assert scores["genuine"] == 88 - r["no_face"]
+    assert scores["impostor_of_knowns"] == scores["genuine"]
+    assert scores["impostor_of_strangers"] == 70 - r["unknown_no_face"]
+    assert 0.9 <= r["tar_at_far_1pct"] <= 1.0
+    assert r["tar_at_far_0_1pct"] <= r["tar_at_far_1pct"]
+    assert 0.0 <= r["probe_eer"] <= 0.1
+    assert [t["far"] for t in scores["tar_at_far"]] == [0.01, 0.001]
+    for t in scores["tar_at_far"]:
+        assert t["impostors_passing"] <= t["far"] * t["impostors"]
+
+    # the open set at the threshold in force is what the old keys say
+    now = r["open_set"]
+    assert now["threshold"] == round(r["threshold"], 4)
+    assert now["source"] == r["threshold_source"] == "auto"
+    assert now["target_fpir"] == 0.01
+    assert now["named_right"] == r["named_correctly"]
+    assert now["named_wrongly"] == r["named_wrongly"]
+    assert now["strangers_rejected"] == r["unknown_rejected"]
+    assert now["named_right"] + now["named_wrongly"] + now["called_unknown"] == pytest.approx(1)
+    assert now["meets_target"] in (True, False)
+
+    # compared by default: SFace's own threshold; lower than auto's, it rejects no more
+    (fixed,) = r["open_set_compared"]
+    assert (fixed["threshold"], fixed["source"]) == (0.363, "fixed")
+    assert "default" in fixed["label"]
+    if fixed["threshold"] < now["threshold"]:
+        assert fixed["strangers_rejected"] <= now["strangers_rejected"]
+        assert fixed["called_unknown"] <= now["called_unknown"]
+
+
+def test_eval_table_shows_the_new_figures(default_run):
+    table = format_table(default_run)
+    for text in ("TAR @ FAR ≤ 1 %", "TAR @ FAR ≤ 0.1 %", "EER (probes)", "open set at"):
+        assert text in table, table
+    assert "in force (auto, FPIR ≤ 1 %)" in table
+    assert "fixed 0.363 (the model's default)" in table
+
+
+def test_eval_holds_strangers_out_of_the_gallery():
+    r = run_eval(
+        "--strangers",
+        "3",
+        "--compare-threshold",
+        "0.2,0.99",
+        "--compare-fpir",
+        "0.005",
+    )
+    # the last three people by name are not enrolled: their probes are strangers
+    assert r["strangers_held_out"] == ["ORL_s20", "ORL_s21", "ORL_s22"]
+    assert r["identities"] == 19
+    assert r["gallery_images"] == 19 * 6
+    assert r["probes"] == 19 * 4
+    assert r["unknown_probes"] == 3 * 4 + 70
+    assert r["open_set"]["strangers"] == r["unknown_probes"] - r["unknown_no_face"]
+    low, high, auto = r["open_set_compared"]
+    assert [low["threshold"], high["threshold"]] == [0.2, 0.99]
+    assert high["strangers_rejected"] == 1.0 and high["named_right"] == 0.0
+    assert low["strangers_rejected"] <= r["open_set"]["strangers_rejected"]
+    # a stricter target can only raise the threshold the gallery gives
+    assert (auto["source"], auto["target_fpir"]) == ("auto", 0.005)
+    assert auto["threshold"] >= r["threshold"]
+
+
+def test_eval_refuses_to_hold_out_everyone():
+    done = subprocess.run(
+        eval_cmd("--strangers", "22", unknown=False),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "at least one must stay enrolled" in done.stderr
 
 
 def test_eval_table_and_help():
@@ -64,3 +170,66 @@ def test_eval_table_and_help():
         timeout=60,
     )
     assert done.returncode == 0 and "--no-mesh" in done.stdout and "--unknown" in done.stdout
+    for flag in ("--strangers", "--target-fpir", "--compare-threshold", "--compare-fpir"):
+        assert flag in done.stdout, flag
+
+
+# --- the arithmetic, without a model ------------------------------------------------------
+
+
+def test_tar_at_far_lets_through_at_most_the_share_asked_for():
+    genuine = np.array([0.9, 0.7, 0.55, 0.4])
+    impostor = np.linspace(0.0, 0.5, 200)  # 200 impostor scores
+    one = tar_at_far(genuine, impostor, 0.01)  # two may pass
+    assert one is not None
+    assert one["impostors_passing"] == 2 == (impostor >= one["threshold"]).sum()
+    assert one["threshold"] > impostor[-3]
+    assert one["tar"] == 0.75  # 0.4 is below
+    tenth = tar_at_far(genuine, impostor, 0.001)  # fewer than 1000: none may pass
+    assert tenth is not None
+    assert tenth["impostors_passing"] == 0 and tenth["threshold"] > impostor.max()
+    # a score on the 4-decimal grid itself: the threshold goes one step above it
+    on_grid = tar_at_far(genuine, np.array([0.4123]), 0.0)
+    assert on_grid is not None and on_grid["threshold"] == 0.4124
+    assert tar_at_far(genuine, np.zeros(0), 0.01) is None
+    assert tar_at_far(np.zeros(0), impostor, 0.01) is None
+
+
+def test_equal_error_where_false_accepts_and_rejects_cross():
+    rng = np.random.default_rng(0)
+    genuine, impostor = rng.normal(0.6, 0.1, 2000), rng.normal(0.2, 0.1, 2000)
+    eer = equal_error(genuine, impostor)
+    assert eer is not None
+    rate, t = eer
+    assert abs(t - 0.4) < 0.02 and abs(rate - 0.023) < 0.01  # Φ(−2) ≈ 2.3 %
+    assert equal_error(genuine, np.zeros(0)) is None
+
+
+def test_best_per_identity_is_the_max_over_each_persons_vectors():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(7, 4)).astype(np.float32)
+    labels = ["c", "a", "c", "b", "a", "c", "b"]
+    queries = rng.normal(size=(3, 4)).astype(np.float32)
+    ids, best = best_per_identity(queries, vectors, labels)
+    assert ids == ["a", "b", "c"]
+    for j, name in enumerate(ids):
+        mine = vectors[[i for i, x in enumerate(labels) if x == name]]
+        np.testing.assert_allclose(best[:, j], (queries @ mine.T).max(axis=1), rtol=1e-5)
+
+
+def test_open_set_counts_the_vote_winner_against_the_threshold():
+    def known(person, winner, score):
+        return ProbeOutcome(person, "", True, winner, "", score, 1.0, winner)
+
+    r = Report("m", {}, 2, 4, {}, 0.5, "auto")
+    r.outcomes = [known("a", "a", 0.8), known("a", "b", 0.6), known("b", "b", 0.4)]
+    r.unknown = [known("x", "a", 0.55), known("x", "b", 0.3), ProbeOutcome("x", "", False)]
+    row = r.open_set(0.5)
+    assert (row["named_right"], row["named_wrongly"], row["called_unknown"]) == (
+        0.3333,
+        0.3333,
+        0.3333,
+    )
+    assert (row["strangers"], row["strangers_rejected"]) == (2, 0.5)
+    assert row["meets_target"] is False
+    assert r.open_set(0.9)["strangers_rejected"] == 1.0
