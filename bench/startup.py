@@ -39,7 +39,9 @@ def write_gallery(target: Path, images: int, seed: int = 0) -> int:
     """``images`` photos under ``target/<person>/``, from the sample gallery."""
     from facewire.models.files import list_photos
 
-    people = sorted(p for p in (ROOT / "dataset" / "gallery").iterdir() if p.is_dir())
+    people = sorted(
+        p for p in (ROOT / "dataset" / "gallery").iterdir() if p.is_dir() and list_photos(p)
+    )
     photos = {p.name: list_photos(p) for p in people}
     rng = np.random.default_rng(seed)
     for i in range(images):
