@@ -101,6 +101,7 @@ def test_matcher_votes_and_rejects_below_threshold():
     assert got[0].neighbours[0][0] == "ann"
 
 
+@pytest.mark.slow  # embeds the whole sample gallery
 def test_calibration_on_the_sample_gallery(pipeline):
     g = build_gallery(GALLERY, pipeline, progress=False)
     cal = calibrate(g.vectors, g.labels, target_fpir=0.01)

@@ -18,7 +18,7 @@ from tests.broker import Mosquitto
 Factory = Callable[[str], Transport]
 
 
-@pytest.fixture(params=["memory", "mosquitto"])
+@pytest.fixture(params=["memory", pytest.param("mosquitto", marks=pytest.mark.slow)])
 def make(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory]:
     made: list[Transport] = []
     if request.param == "memory":
@@ -30,7 +30,6 @@ def make(request: pytest.FixtureRequest, tmp_path) -> Iterator[Factory]:
 
         yield factory
     else:
-        request.applymarker(pytest.mark.slow)
         mosquitto = Mosquitto(tmp_path).start()
 
         def factory(client_id: str) -> Transport:
