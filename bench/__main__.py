@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "capture → result with real edge, classifier and broker processes",
     ),
     "startup": ("facewire.bench.startup", "classifier ready time, cold and with a warm cache"),
+    "gallery": ("facewire.bench.gallery", "search index by gallery size: build, memory, recall"),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -34,6 +35,7 @@ QUICK: dict[str, list[str]] = {
     "pipeline": ["--nodes", "8", "--fps", "15", "--seconds", "5", "--synthetic", "10000"],
     "e2e": ["--seconds", "8"],
     "startup": ["--images", "200", "--restarts", "2"],
+    "gallery": ["--sizes", "10000,100000", "--queries", "1000"],
 }
 
 

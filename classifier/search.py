@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import faiss
 import numpy as np
@@ -60,37 +61,110 @@ def ivf_probes(lists: int) -> int:
     return max(8, lists // 64)
 
 
+def pq_subvectors(dim: int, wanted: int) -> int:
+    """Sub-vectors of a ``pq`` code: ``wanted``, or the largest divisor of ``dim`` below."""
+    return next(m for m in range(min(wanted, dim), 0, -1) if dim % m == 0)
+
+
+#: fewer vectors than this cannot train 16 centroids per sub-vector (FAISS wants 39
+#: points per centroid): a ``pq`` index for them is exact instead, and so is the
+#: search for the nearest people of a ``people`` index with fewer people
+PQ_MIN_VECTORS = 16 * 39
+#: people whose photos a query is compared with by default (``nprobe: 0``)
+PEOPLE_PROBES = 8
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
+#: rows added per ``add`` call when building: progress can be reported between them
+ADD_CHUNK = 65_536
+
+#: ``progress(stage, done, total)``: "train" once, then "add" after every chunk
+Progress = Callable[[str, int, int], None]
+
+
 def index_kind(n: int, cfg: SearchConfig) -> str:
     """Which index ``auto`` means for ``n`` vectors: exact while that is cheap enough,
-    inverted lists (IVF) in the middle, HNSW for large galleries."""
+    inverted lists (IVF) in the middle, a cell per person for large galleries."""
     if cfg.index != "auto":
         return cfg.index
-    if n > cfg.hnsw_above:
-        return "hnsw"
+    if n > cfg.people_above:
+        return "people"
     if n > cfg.ivf_above:
         return "ivf"
     return "flat"
 
 
-def make_index(vectors: np.ndarray, cfg: SearchConfig | None = None) -> faiss.Index:
-    """A FAISS inner-product index over ``vectors`` (unit norm), as ``cfg`` says.
+def index_spec(n: int, dim: int, cfg: SearchConfig, people: int = 0) -> str:
+    """What ``make_index`` builds for ``n`` × ``dim`` vectors of ``people`` people (0:
+    vectors without names), as a name fit for a file: ``flat``, ``ivf1264-fp16``,
+    ``people100000-pq32-fp16``, ``pq32x4fs-fp16`` or ``hnsw32-ef80`` (build parameters
+    only; search knobs are set on the built index by ``tune``)."""
+    kind = index_kind(n, cfg)
+    m = pq_subvectors(dim, cfg.pq_m)
+    if kind == "people" and people:
+        return f"people{people}-pq{m}-fp16" if people >= PQ_MIN_VECTORS else f"people{people}-fp16"
+    if kind == "ivf" and n >= 39:
+        return f"ivf{ivf_lists(n)}-fp16"
+    if kind in ("pq", "people") and n >= PQ_MIN_VECTORS:  # people without names: pq
+        return f"pq{m}x4fs-fp16"
+    if kind == "hnsw":
+        return f"hnsw{HNSW_M}-ef{HNSW_EF_CONSTRUCTION}"
+    return "flat"
+
+
+def person_means(vectors: np.ndarray, people: np.ndarray) -> np.ndarray:
+    """Each person's mean direction (unit norm): row ``p`` for the vectors whose
+    ``people`` code is ``p`` (codes 0 … P-1), summed a chunk at a time."""
+    n, dim = vectors.shape
+    sums = np.zeros((int(people.max()) + 1 if n else 0, dim), np.float32)
+    grouped = bool(np.all(people[1:] >= people[:-1]))  # a gallery read person by person
+    order = None if grouped else np.argsort(people, kind="stable")
+    for start in range(0, n, ADD_CHUNK):
+        rows = (
+            slice(start, start + ADD_CHUNK) if order is None else order[start : start + ADD_CHUNK]
+        )
+        codes = people[rows]
+        runs = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # sorted: one run each
+        sums[codes[runs]] += np.add.reduceat(vectors[rows], runs, axis=0)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def make_index(
+    vectors: np.ndarray,
+    cfg: SearchConfig | None = None,
+    progress: Progress | None = None,
+    people: np.ndarray | None = None,
+) -> faiss.Index:
+    """A FAISS inner-product index over ``vectors`` (unit norm), as ``cfg`` says;
+    ``people``: whose each vector is, as codes 0 … P-1 (for the ``people`` index).
 
     - ``flat``: exact; cost grows with the gallery (10k × 512-d ≈ 5 M multiply-adds
       per query).
     - ``ivf``: k-means cells, a query scans its ``nprobe`` nearest cells only. A known
       face sits in its person's cell, so it is found; strangers may get slightly lower
       neighbours than exact search, which changes nothing: they are below threshold.
-    - ``hnsw``: graph search, no training, for the largest galleries.
+    - ``people``: a cell per person, holding that person's vectors as float16. A
+      query finds the ``nprobe`` people whose mean is nearest (a fast scan of one
+      short code per person, exact below ``PQ_MIN_VECTORS`` people) and is compared
+      with all their vectors. In a large gallery k-means cells each hold many
+      unrelated people and split one person's photos, so IVF (and HNSW) lose the
+      nearest vectors; a person's own cell cannot. Without ``people``: ``pq``.
+    - ``pq``: every vector as a 4-bit product-quantised code (``pq_m`` sub-vectors,
+      16 bytes at 32), all of them scanned with FAISS's SIMD fast scan; the best
+      ``k × pq_rerank`` are re-ranked on float16 copies, so the similarities returned
+      are exact to ~1e-5. Needs no names, costs a scan of every code.
+    - ``hnsw``: graph search, no training (only when asked for).
     """
     cfg = cfg or SearchConfig()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
-    kind = index_kind(n, cfg)
+    count = int(people.max()) + 1 if people is not None and n else 0
+    spec = index_spec(n, dim, cfg, count)
     index: faiss.Index
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-    elif kind == "ivf" and n >= 39:
+    if spec.startswith("people") and people is not None:
+        return tune(_people_index(vectors, np.asarray(people, np.int64), cfg, progress), cfg)
+    if spec.startswith("hnsw"):
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    elif spec.startswith("ivf"):
         # vectors kept as float16 in the cells: half the memory, faster per query, the
         # same recall (similarities within ~1e-3; docs/benchmarks.md)
         quantizer = faiss.IndexFlatIP(dim)
@@ -102,20 +176,76 @@ def make_index(vectors: np.ndarray, cfg: SearchConfig | None = None) -> faiss.In
             faiss.METRIC_INNER_PRODUCT,
         )
         index.cp.seed = 1234  # the same gallery gives the same cells on every start
-        index.train(vectors)
-    else:  # flat, or too few vectors to train cells
+    elif spec.startswith("pq"):
+        m = pq_subvectors(dim, cfg.pq_m)
+        index = faiss.index_factory(dim, f"PQ{m}x4fs,Refine(SQfp16)", faiss.METRIC_INNER_PRODUCT)
+    else:  # flat, or too few vectors to train
         index = faiss.IndexFlatIP(dim)
-    if n:
-        index.add(vectors)
+    if not index.is_trained:
+        if progress:
+            progress("train", 0, 0)
+        index.train(vectors)  # k-means samples what it needs (seeded: same codes each time)
+    for start in range(0, n, ADD_CHUNK):
+        if progress:
+            progress("add", start, n)
+        index.add(vectors[start : start + ADD_CHUNK])
+    if progress:
+        progress("add", n, n)
     return tune(index, cfg)
+
+
+def _people_index(
+    vectors: np.ndarray, people: np.ndarray, cfg: SearchConfig, progress: Progress | None
+) -> faiss.Index:
+    n, dim = vectors.shape
+    if progress:
+        progress("train", 0, 0)
+    means = person_means(vectors, people)
+    quantizer: faiss.Index
+    if len(means) >= PQ_MIN_VECTORS:
+        m = pq_subvectors(dim, cfg.pq_m)
+        quantizer = faiss.index_factory(dim, f"PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        quantizer.train(means)
+    else:
+        quantizer = faiss.IndexFlatIP(dim)
+    quantizer.add(means)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, len(means), faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    # the vectors themselves in the cells, not their offset from an approximate mean:
+    # the similarities found are then exact to float16
+    index.by_residual = False
+    index.train(vectors[:1])  # the cells are given: nothing to learn but the format
+    for start in range(0, n, ADD_CHUNK):
+        if progress:
+            progress("add", start, n)
+        x = vectors[start : start + ADD_CHUNK]
+        cells = np.ascontiguousarray(people[start : start + ADD_CHUNK])
+        index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(cells))
+    if progress:
+        progress("add", n, n)
+    return index
+
+
+def is_people(index: faiss.Index) -> TypeGuard[faiss.IndexIVF]:
+    """A ``people`` index: cells given by name, holding the vectors themselves."""
+    return isinstance(index, faiss.IndexIVF) and not index.by_residual
 
 
 def describe(index: faiss.Index) -> str:
     """A short name for ``index`` and its search knobs: ``flat``, ``ivf256-fp16/8``
-    (cells, storage, cells scanned), ``hnsw32/64`` (links, candidates)."""
+    (cells, storage, cells scanned), ``people100000-fp16/8`` (people, storage, people
+    compared), ``pq32-fp16/8`` (sub-vectors, re-rank storage, candidates re-ranked per
+    neighbour), ``hnsw32/64`` (links, candidates)."""
+    if is_people(index):
+        return f"people{index.nlist}-fp16/{index.nprobe}"
     if isinstance(index, faiss.IndexIVF):
         storage = "fp16" if isinstance(index, faiss.IndexIVFScalarQuantizer) else "f32"
         return f"ivf{index.nlist}-{storage}/{index.nprobe}"
+    if isinstance(index, faiss.IndexRefine):
+        base = faiss.downcast_index(index.base_index)
+        m = getattr(base, "M", 0)
+        return f"pq{m}-fp16/{index.k_factor:g}"
     if isinstance(index, faiss.IndexHNSW):
         return f"hnsw{index.hnsw.nb_neighbors(1)}/{index.hnsw.efSearch}"  # type: ignore[attr-defined]
     return "flat"
@@ -123,8 +253,12 @@ def describe(index: faiss.Index) -> str:
 
 def tune(index: faiss.Index, cfg: SearchConfig) -> faiss.Index:
     """Set the search-time knobs of ``cfg`` on ``index`` (also one read from disk)."""
-    if isinstance(index, faiss.IndexIVF):
+    if is_people(index):
+        index.nprobe = min(cfg.nprobe or PEOPLE_PROBES, index.nlist)
+    elif isinstance(index, faiss.IndexIVF):
         index.nprobe = min(cfg.nprobe or ivf_probes(index.nlist), index.nlist)
+    elif isinstance(index, faiss.IndexRefine):
+        index.k_factor = float(cfg.pq_rerank)
     elif isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = cfg.ef_search
     return index
@@ -165,7 +299,9 @@ class Matcher:
         self.k = max(1, min(k, len(labels))) if len(labels) else 0
         self.threshold = float(threshold)
         self.dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-        self.index = index if index is not None else make_index(vectors, search)
+        if index is None:  # codes as people: a large gallery gets a cell per person
+            index = make_index(vectors, search, people=self._codes[:-1])
+        self.index = index
         if self.index.ntotal != len(labels):
             raise ValueError(f"index holds {self.index.ntotal} vectors for {len(labels)} labels")
         self._neg = np.zeros((0, self.dim), np.float32)

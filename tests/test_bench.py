@@ -195,3 +195,101 @@ def test_bench_help(name: str) -> None:
         text=True,
     )
     assert out.returncode == 0 and "--json" in out.stdout
+
+
+GALLERY_KEYS = {
+    "gallery",
+    "dim",
+    "kind",
+    "index",
+    "params",
+    "build_s",
+    "train_s",
+    "add_s",
+    "cached",
+    "index_bytes",
+    "rss_growth_mb",
+    "search_p50_ms",
+    "search_p99_ms",
+    "batch64_ms",
+    "recall_at_1",
+    "same_person_at_1",
+    "recall_at_1_strangers",
+    "queries",
+}
+
+
+def test_gallery_bench_flat_then_ivf_then_from_the_cache(tmp_path: Path) -> None:
+    args = ("gallery", "--sizes", "2000,6000", "--dim", "128", "--queries", "200")
+    rows = bench(tmp_path, *args)
+    # exact search up to 5k vectors, inverted lists beyond (the service's auto)
+    assert [(r["gallery"], r["kind"]) for r in rows] == [(2000, "flat"), (6000, "ivf")]
+    for r in rows:
+        assert r.keys() >= GALLERY_KEYS
+        assert 0 < r["search_p50_ms"] <= r["search_p99_ms"] <= r["search_max_ms"]
+        assert r["batch64_ms"] > 0 and r["index_bytes"] > 0 and r["queries"] == 200
+        assert r["build_s"] >= 0 and not r["cached"]
+    flat, ivf = rows
+    assert flat["index"] == "flat" and flat["index_bytes"] == 2000 * 128 * 4
+    assert flat["recall_at_1"] == 1.0 and flat["same_person_at_1"] == 1.0
+    assert flat["recall_at_1_strangers"] >= 0.99  # exact too, up to float rounding
+    assert ivf["index"].startswith("ivf") and ivf["params"]["nprobe"] == 8
+    assert ivf["recall_at_1"] >= 0.95 and ivf["same_person_at_1"] >= 0.99
+    assert ivf["build_s"] >= ivf["train_s"] >= 0
+    # again: the IVF index comes from the cache, with the time its build took
+    again = bench(tmp_path, *args)
+    assert again[1]["cached"] and again[1]["build_s"] == ivf["build_s"]
+    assert again[1]["recall_at_1"] == ivf["recall_at_1"] and not again[0]["cached"]
+
+
+def test_gallery_bench_pq_with_a_setting(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        *("gallery", "--sizes", "3000", "--dim", "64", "--queries", "200", "--index", "pq"),
+        *("--set", "pq_rerank=16", "--no-cache"),
+    )
+    assert row["kind"] == "pq" and row["index"] == "pq32-fp16/16"
+    assert row["recall_at_1"] >= 0.99 and row["same_person_at_1"] == 1.0
+    assert not (tmp_path / "cache").exists()
+
+
+def test_gallery_bench_refuses_an_unknown_setting(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "facewire", "bench", "gallery", "--set", "nprobes=3"],
+        cwd=ROOT,
+        env=dict(os.environ, FACEWIRE_BENCH_RESULTS=str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "search.nprobe" in done.stderr
+
+
+def test_gallery_bench_help_and_its_vectors() -> None:
+    import numpy as np
+
+    from facewire.bench.common import synthetic_gallery
+    from facewire.bench.gallery import gallery_vectors
+
+    out = subprocess.run(
+        [sys.executable, "-m", "facewire", "bench", "gallery", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "--json" in out.stdout and "--sizes" in out.stdout
+    # made in chunks, the same numbers as the other benches' synthetic gallery
+    want, _ = synthetic_gallery(2_500, 32)
+    assert np.array_equal(gallery_vectors(2_500, 32, chunk=1_000), want)
+
+
+def test_gallery_bench_people_above_a_set_size(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        *("gallery", "--sizes", "8000", "--dim", "64", "--queries", "200"),
+        *("--set", "people_above=7000"),
+    )
+    # 800 made-up people, a cell each; their means found by a fast scan of short codes
+    assert row["kind"] == "people" and row["index"] == "people800-fp16/8"
+    assert row["params"] == {"nlist": 800, "nprobe": 8, "by_residual": False}
+    assert row["recall_at_1"] >= 0.98 and row["same_person_at_1"] == 1.0
+    assert row["index_bytes"] >= 8000 * 64 * 2  # float16 vectors
