@@ -201,35 +201,47 @@ class SearchConfig:
         gt=0.0,
         max=0.5,
     )
-    index: Literal["auto", "flat", "ivf", "hnsw"] = setting(
+    index: Literal["auto", "flat", "ivf", "people", "pq", "hnsw"] = setting(
         "auto",
-        "FAISS index: flat (exact), ivf (inverted lists), hnsw (graph); auto: flat up to "
-        "ivf_above vectors, ivf up to hnsw_above, hnsw beyond",
+        "FAISS index: flat (exact), ivf (k-means cells), people (a cell per person; a "
+        "query is compared with the photos of the nprobe people whose mean is nearest), "
+        "pq (every vector as a short code, the best re-ranked), hnsw (graph); auto: flat "
+        "up to ivf_above vectors, ivf up to people_above, people beyond",
     )
     ivf_above: int = setting(5_000, "auto: inverted lists above this many vectors", min=0)
-    hnsw_above: int = setting(200_000, "auto: HNSW above this many vectors", min=0)
-    nprobe: int = setting(0, "ivf: cells scanned per query (0: max(8, cells / 64))", min=0)
+    # in a large gallery one person's photos no longer share a k-means cell and IVF
+    # loses them; their own cell cannot (docs/benchmarks.md, "Gallery size")
+    people_above: int = setting(50_000, "auto: a cell per person above this many vectors", min=0)
+    hnsw_above: int = setting(
+        200_000,
+        "no longer used (auto takes people above people_above); accepted so that "
+        "configs of earlier versions still load",
+        min=0,
+    )
+    nprobe: int = setting(
+        0,
+        "ivf: cells scanned per query, people: people compared (0: ivf max(8, cells / "
+        "64), people 8)",
+        min=0,
+    )
+    pq_m: int = setting(
+        32,
+        "people, pq: sub-vectors per short code, 4 bits each (32: 16 bytes); more is "
+        "closer to exact and slower to scan; must divide the vector size, else the "
+        "next divisor below is used",
+        min=1,
+        max=256,
+    )
+    pq_rerank: int = setting(
+        8,
+        "pq: candidates re-ranked on float16 vectors per neighbour wanted (k × this)",
+        min=1,
+        max=1000,
+    )
     ef_search: int = setting(64, "hnsw: candidates kept per query", min=1)
     threads: int = setting(1, "FAISS threads of the search worker (0 counts as 1)", min=0)
 
 
-@dataclass
-class EdgeConfig:
-    """The edge daemon, ``facewire edge``: camera → faces → embeddings on the broker."""
-
-    node: str = setting(
-        "edge1",
-        "node id, also its MQTT username; it publishes under faces/<node>/",
-        flag="--node",
-    )
-    source: str = setting(
-        "0",
-        "webcam index (0), video file, rtsp/http URL, or a folder of images",
-        flag="--source",
-    )
-    fps: float = setting(
-        5.0,
-        "frames per second to process; a folder is replayed at this rate (0: as fast as possible)",
 @dataclass
 class QualityConfig:
     """The quality gate: which detected faces are good enough to keep (enrolment).
@@ -265,6 +277,23 @@ class QualityConfig:
             raise ValueError("min_brightness must be <= max_brightness")
 
 
+@dataclass
+class EdgeConfig:
+    """The edge daemon, ``facewire edge``: camera → faces → embeddings on the broker."""
+
+    node: str = setting(
+        "edge1",
+        "node id, also its MQTT username; it publishes under faces/<node>/",
+        flag="--node",
+    )
+    source: str = setting(
+        "0",
+        "webcam index (0), video file, rtsp/http URL, or a folder of images",
+        flag="--source",
+    )
+    fps: float = setting(
+        5.0,
+        "frames per second to process; a folder is replayed at this rate (0: as fast as possible)",
         min=0.0,
         flag="--fps",
     )
@@ -284,6 +313,7 @@ class QualityConfig:
         5.0, "seconds between status messages (faces/<node>/status)", gt=0
     )
     qos: int = setting(1, "MQTT QoS of the embeddings", min=0, max=2)
+    quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
 
@@ -301,7 +331,6 @@ class TrackConfig:
     )
     min_iou: float = setting(
         0.2, "a face continues a track whose last box it overlaps this much", min=0, max=1
-    quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     )
     min_similarity: float = setting(
         0.5,

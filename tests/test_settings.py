@@ -27,7 +27,8 @@ from tests.conftest import ROOT
 TYPO_MESSAGE = (
     "FACEWIRE_SEARCH_THRESHHOLD: no service has a setting search.threshhold; "
     "did you mean FACEWIRE_SEARCH_THRESHOLD? allowed in search: "
-    "ef_search, hnsw_above, index, ivf_above, k, nprobe, target_fpir, threads, threshold"
+    "ef_search, hnsw_above, index, ivf_above, k, nprobe, people_above, pq_m, pq_rerank, "
+    "target_fpir, threads, threshold"
 )
 
 
