@@ -133,6 +133,7 @@ def bench_model(
             "pipeline.model": model,
             "pipeline.models_dir": models_dir,
             "dedup_distance": 0.0,  # every face is published, every frame
+            "reembed_named_s": 0.0,  # … and embedded
             "pipeline.detector.kind": detector,
             "pipeline.threads": threads,
             "pipeline.detector.pad": pad,

@@ -143,7 +143,11 @@ def run_one(args: argparse.Namespace, model: str, frames_dir: Path) -> dict[str,
                 cmd += ["--source", str(frames_dir), "--fps", str(args.fps), "--loop"]
                 cmd += ["--dedup-distance", "0", *common]
                 # a status every second: the edge's own p50/p99 are read from it
-                edge_env = {**env, "FACEWIRE_STATUS_INTERVAL_S": "1"}
+                edge_env = {
+                    **env,
+                    "FACEWIRE_STATUS_INTERVAL_S": "1",
+                    "FACEWIRE_REEMBED_NAMED_S": "0",
+                }
                 edges.append(
                     subprocess.Popen(cmd, cwd=ROOT, env=edge_env, stdout=subprocess.DEVNULL)
                 )

@@ -313,6 +313,21 @@ class EdgeConfig:
         5.0, "seconds between status messages (faces/<node>/status)", gt=0
     )
     qos: int = setting(1, "MQTT QoS of the embeddings", min=0, max=2)
+    gate_live: bool = setting(
+        True,
+        "apply the quality gate (quality.*) to live frames: a face that fails it is "
+        "neither embedded nor sent",
+    )
+    reembed_named_s: float = setting(
+        1.0,
+        "a face whose track the classifier named with confidence (its score at least "
+        "reembed_margin above the threshold) is embedded again at most this often, "
+        "seconds, so the CPU goes to new faces (0: every frame)",
+        min=0,
+    )
+    reembed_margin: float = setting(
+        0.1, "how far above the threshold a track's score must be to count as confident", min=0
+    )
     quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)

@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable
 from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
 from facewire.bus.latency import LatencyWindow
-from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Result
+from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Result, TrackEvent
 from facewire.bus.transport import Message, Transport
 from facewire.config.schema import EdgeConfig
 from facewire.edge.dedup import Dedup
+from facewire.edge.named import NamedFaces
+from facewire.edge.quality import passes
 from facewire.edge.sources import Frame
 from facewire.models import Face, FacePipeline
 
@@ -56,6 +58,8 @@ class EdgeNode:
         self.node = topics.check_node_id(cfg.node)
         self.pipeline = pipeline or FacePipeline(cfg.pipeline)
         self.dedup = Dedup(cfg.dedup_distance, cfg.dedup_seconds)
+        self.named = NamedFaces(cfg.reembed_named_s, cfg.reembed_margin)
+        self.dropped_quality = 0  # faces the quality gate kept off the wire
         self.seq = 0
         self.sent = 0
         self.results = 0
@@ -77,6 +81,7 @@ class EdgeNode:
         )
         transport.subscribe(topics.result(self.node), self._on_result, qos=0)
         transport.subscribe(topics.error(self.node), self._on_error, qos=0)
+        transport.subscribe(topics.event(self.node), self._on_event, qos=0)
         transport.subscribe(topics.CLASSIFIER_STATUS, self._on_classifier_status, qos=0)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -125,7 +130,8 @@ class EdgeNode:
         """Detect, embed and publish the faces of one frame; returns the faces sent."""
         with self._lock:
             self._frames.append(time.monotonic())
-        faces = self.pipeline.get(frame.image)
+        gated = self.cfg.gate_live or self.cfg.reembed_named_s > 0
+        faces = self.pipeline.get(frame.image, keep=self._worth_embedding if gated else None)
         now = time.monotonic()
         out = []
         for face in faces:
@@ -137,6 +143,14 @@ class EdgeNode:
             self.publish(frame, face)
             out.append(face)
         return out
+
+    def _worth_embedding(self, face: Face) -> bool:
+        """A detected face passes the quality gate and is not one the classifier has
+        just named with confidence (the frame loop's thread)."""
+        if self.cfg.gate_live and passes(face, self.cfg.quality) is not None:
+            self.dropped_quality += 1
+            return False
+        return self.cfg.reembed_named_s <= 0 or self.named.embed(face.box, time.monotonic())
 
     def publish(self, frame: Frame, face: Face) -> None:
         assert face.embedding is not None
@@ -182,6 +196,7 @@ class EdgeNode:
         except WireError as exc:
             self._warn("ignoring a result on %s: %s", m.topic, exc)
             return
+        self.named.result(result)
         with self._lock:
             captured = self._inflight.pop(result.seq, None)
             self.results += 1
@@ -191,6 +206,12 @@ class EdgeNode:
             self.latency_ms.add(latency)
         if self.on_result is not None:
             self.on_result(result, latency)
+
+    def _on_event(self, m: Message) -> None:
+        try:
+            self.named.event(TrackEvent.decode(m.payload))
+        except WireError as exc:
+            self._warn("ignoring a track event on %s: %s", m.topic, exc)
 
     def _on_error(self, m: Message) -> None:
         try:
@@ -247,6 +268,8 @@ class EdgeNode:
             sent=self.sent,
             results=results,
             dropped_dedup=self.dedup.skipped,
+            dropped_quality=self.dropped_quality,
+            skipped_named=self.named.skipped,
             buffered=self.bus.pending,
             errors=errors,
             ts=time.time(),

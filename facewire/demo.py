@@ -7,6 +7,7 @@ photos of people who are not; the monitor shows who was seen. Ctrl-C stops it al
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import socket
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             def spawn(name: str, *cmd: str) -> subprocess.Popen[bytes]:
                 # own session: a terminal's Ctrl-C reaches only the demo, which then
                 # stops the parts in order (edges first, broker last)
-                proc = subprocess.Popen([*py, *cmd], cwd=ROOT, start_new_session=True)
+                # the edges replay photos of different people at one spot: embed each one
+                env = {**os.environ, "FACEWIRE_REEMBED_NAMED_S": "0"}
+                proc = subprocess.Popen([*py, *cmd], cwd=ROOT, start_new_session=True, env=env)
                 procs.append((name, proc))
                 return proc
 

@@ -7,6 +7,7 @@ sides detect, mesh, align and embed the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,11 +167,15 @@ class FacePipeline:
         face.stages["align"] = _ms(t0)
         return True
 
-    def get(self, frame: np.ndarray) -> list[Face]:
-        """All faces of ``frame`` with crops and embeddings (one embedder call per frame)."""
+    def get(self, frame: np.ndarray, keep: Callable[[Face], bool] | None = None) -> list[Face]:
+        """All faces of ``frame`` with crops and embeddings (one embedder call per frame);
+        with ``keep``, only the detected faces it says are worth meshing and embedding."""
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        faces = [f for f in self.detect(frame) if self.prepare(frame, f)]
+        found = self.detect(frame)
+        if keep is not None:
+            found = [f for f in found if keep(f)]
+        faces = [f for f in found if self.prepare(frame, f)]
         self.embed(faces)
         return faces
 

@@ -388,7 +388,13 @@ def test_edge_to_classifier_through_the_broker_with_clip(
     service = ClassifierService(ccfg, index, BusClient(ccfg.broker, "classifier")).start()
     ecfg = config.load(
         EdgeConfig,
-        overrides={"node": "cam1", "broker.url": mosquitto.url, "dedup_distance": 0, **pipeline},
+        overrides={
+            "node": "cam1",
+            "broker.url": mosquitto.url,
+            "dedup_distance": 0,
+            "reembed_named_s": 0,
+            **pipeline,
+        },
         env={},
     )
     node = EdgeNode(ecfg, BusClient(ecfg.broker, "edge-cam1")).start()

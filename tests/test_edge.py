@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -15,7 +16,7 @@ from facewire.bench.frames import compose_frame
 from facewire.bus import topics
 from facewire.bus.codec import decode
 from facewire.bus.memory import MemoryBroker
-from facewire.bus.messages import ClassifierStatus, EdgeStatus
+from facewire.bus.messages import ClassifierStatus, EdgeStatus, Result, TrackEvent
 from facewire.config.schema import EdgeConfig
 from facewire.edge.daemon import EdgeNode
 from facewire.edge.dedup import Dedup
@@ -121,3 +122,40 @@ def test_bad_node_id_is_refused():
     cfg = config.load(EdgeConfig, overrides={"node": "faces/evil"}, env={})
     with pytest.raises(ValueError):
         EdgeNode(cfg, MemoryBroker().transport("edge"))
+
+
+def test_a_confidently_named_face_is_not_embedded_every_frame_and_bad_faces_not_at_all():
+    broker = MemoryBroker()
+    sent: list[bytes] = []
+    classifier = broker.transport("classifier")
+    classifier.connect()
+
+    def answer(m) -> None:  # a stand-in classifier: names every face, one track
+        msg = decode(m.payload)
+        sent.append(m.payload)
+        result = Result("cam", msg.seq, "ORL_s04", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
+        classifier.publish(topics.result("cam"), result.encode())
+        if len(sent) == 3:
+            event = TrackEvent("cam", 1, "arrived", "ORL_s04", 0.9, 3)
+            classifier.publish(topics.event("cam"), event.encode(), qos=1)
+
+    classifier.subscribe(topics.EMBEDDINGS, answer)
+    cfg = config.load(
+        EdgeConfig, overrides={"node": "cam", "dedup_distance": 0, "reembed_named_s": 0.5}, env={}
+    )
+    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    try:
+        frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
+        for _ in range(3):
+            assert len(node.process(frame)) == 1
+            assert broker.settle()
+        # named with confidence: embedded once more, then not again for 0.5 s
+        assert [len(node.process(frame)) for _ in range(5)] == [1, 0, 0, 0, 0]
+        assert node.status().skipped_named == 4
+        time.sleep(0.55)
+        assert len(node.process(frame)) == 1  # embedded again, to see it is still them
+        # a face too dark to trust is not embedded at all
+        dark = replace(frame, image=(frame.image * 0.1).astype(np.uint8))
+        assert node.process(dark) == [] and node.status().dropped_quality == 1
+    finally:
+        node.close(drain_s=0.1)

@@ -69,7 +69,15 @@ def classifier(mosquitto: Mosquitto, gallery_index: GalleryIndex) -> Iterator[Cl
 
 def edge_node(broker: Mosquitto, node: str) -> EdgeNode:
     cfg = config.load(
-        EdgeConfig, overrides={"node": node, "broker.url": broker.url, "dedup_distance": 0}, env={}
+        EdgeConfig,
+        # a folder of different people's photos at one spot: every photo is embedded
+        overrides={
+            "node": node,
+            "broker.url": broker.url,
+            "dedup_distance": 0,
+            "reembed_named_s": 0,
+        },
+        env={},
     )
     cfg.status_interval_s = 0.5
     return EdgeNode(cfg, BusClient(cfg.broker, f"edge-{node}")).start()
@@ -253,6 +261,7 @@ def test_an_edge_that_crops_otherwise_is_told_so(mosquitto, classifier):
             "node": "porch",
             "broker.url": mosquitto.url,
             "dedup_distance": 0,
+            "reembed_named_s": 0,
             "pipeline.mesh_runtime": "mediapipe",
         },
         env={},

@@ -159,6 +159,8 @@ class EdgeStatus(JsonMessage):
     sent: int | None = None
     results: int | None = None
     dropped_dedup: int | None = None
+    dropped_quality: int | None = None  # faces the quality gate kept off the wire
+    skipped_named: int | None = None  # faces not embedded: their track is named already
     buffered: int | None = None
     errors: int | None = None
     ts: float | None = None
@@ -175,6 +177,8 @@ class EdgeStatus(JsonMessage):
             sent=f.integer("sent", False),
             results=f.integer("results", False),
             dropped_dedup=f.integer("dropped_dedup", False),
+            dropped_quality=f.integer("dropped_quality", False),
+            skipped_named=f.integer("skipped_named", False),
             buffered=f.integer("buffered", False),
             errors=f.integer("errors", False),
             ts=f.number("ts", False),
@@ -186,7 +190,14 @@ class EdgeStatus(JsonMessage):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value.as_dict() if isinstance(value, Percentiles) else value
-        for key in ("dropped_dedup", "buffered", "errors", "ts"):
+        for key in (
+            "dropped_dedup",
+            "dropped_quality",
+            "skipped_named",
+            "buffered",
+            "errors",
+            "ts",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -1,0 +1,91 @@
+"""Faces the classifier has already named with confidence: not embedded on every frame.
+
+The edge learns from its results which track each face it sent belongs to (and where
+its box was), and from the track events which tracks were named, with what score.
+A face detected where a confidently named track's last box was is embedded again at
+most every ``period_s``: detection still runs on every frame, the embedder (most of a
+frame's time) runs for new faces.
+
+>>> from facewire.bus.messages import Result, TrackEvent
+>>> named = NamedFaces(period_s=1.0, margin=0.1)
+>>> named.result(Result("door", 1, "ann", 0.8, "m", 0.45, bbox=(10, 10, 80, 80), track=3))
+>>> named.event(TrackEvent("door", 3, "arrived", "ann", 0.8, 3))
+>>> named.embed((12, 11, 80, 80), now=0.0), named.embed((12, 11, 80, 80), now=0.5)
+(True, False)
+>>> named.embed((12, 11, 80, 80), now=1.2), named.embed((300, 10, 80, 80), now=1.3)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from facewire.bus.messages import UNKNOWN, Result, TrackEvent
+
+#: A detected face continues a named track when its box overlaps that track's this much.
+MIN_IOU = 0.5
+#: Tracks remembered (results of tracks never named included); the oldest go.
+MAX_TRACKS = 256
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0, w) * max(0, h)
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    box: tuple[int, int, int, int]
+    threshold: float | None
+    named: bool = False
+    embedded_at: float = float("-inf")
+
+
+class NamedFaces:
+    """Fed on the transport's thread (``result``, ``event``), asked on the frame loop's
+    (``embed``); under one lock."""
+
+    def __init__(self, period_s: float, margin: float) -> None:
+        self.period_s = period_s
+        self.margin = margin
+        self.skipped = 0
+        self._tracks: dict[int, _Track] = {}
+        self._lock = threading.Lock()
+
+    def result(self, r: Result) -> None:
+        if r.track is None or r.bbox is None:
+            return
+        with self._lock:
+            t = self._tracks.get(r.track)
+            if t is None:
+                t = self._tracks[r.track] = _Track(r.bbox, r.threshold)
+                while len(self._tracks) > MAX_TRACKS:
+                    del self._tracks[next(iter(self._tracks))]
+            t.box, t.threshold = r.bbox, r.threshold
+
+    def event(self, e: TrackEvent) -> None:
+        with self._lock:
+            t = self._tracks.get(e.track)
+            if e.event == "left":
+                self._tracks.pop(e.track, None)
+            elif t is not None:
+                sure = t.threshold is not None and e.score >= t.threshold + self.margin
+                t.named = e.name != UNKNOWN and sure
+
+    def embed(self, box: tuple[int, int, int, int], now: float) -> bool:
+        """Whether a face detected at ``box`` is worth embedding now (monotonic ``now``)."""
+        with self._lock:
+            for t in self._tracks.values():
+                if t.named and iou(t.box, box) >= MIN_IOU:
+                    if now - t.embedded_at < self.period_s:
+                        self.skipped += 1
+                        return False
+                    t.embedded_at = now
+                    return True
+        return True
