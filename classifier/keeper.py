@@ -218,6 +218,7 @@ class Reloader:
         self.reloads = 0
 
     def start(self) -> Reloader:
+        self.service.on_auto_enrol = self.on_auto_enrol
         bus = self.service.bus
         bus.subscribe(topics.RELOAD, self.on_reload, qos=1)
         bus.subscribe(topics.ENROLL, self.on_enrol, qos=1)
@@ -258,6 +259,18 @@ class Reloader:
 
     def on_correct(self, m: Message) -> None:
         self._queue(m, Correction)
+
+    def on_auto_enrol(self, name: str, vector: np.ndarray, model: str) -> None:
+        """A track the classifier named far above the threshold (the worker's thread:
+        just queue it); capped at ``track.auto_max`` vectors per person."""
+        if (
+            self.keeper.store.people().get(name, {}).get("auto", 0)
+            >= self.keeper.cfg.track.auto_max
+        ):
+            return
+        with self._lock:
+            self._requests.append(Enrolment(name, model=model, vectors=(vector,), source="auto"))
+        self._wake.set()
 
     # -- the gallery thread ------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -33,7 +34,14 @@ import numpy as np
 from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
 from facewire.bus.latency import LatencyWindow
-from facewire.bus.messages import UNKNOWN, Calibration, ClassifierStatus, ErrorReport, GalleryInfo
+from facewire.bus.messages import (
+    UNKNOWN,
+    Calibration,
+    ClassifierStatus,
+    ErrorReport,
+    GalleryInfo,
+    TrackEvent,
+)
 from facewire.bus.result_text import ResultEncoder
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.queues import FairQueues
@@ -102,6 +110,8 @@ class ClassifierService:
         self.tracker = (
             Tracker(t.gap_s, t.min_iou, t.min_similarity, t.min_frames) if t.enabled else None
         )
+        #: (name, vector, model id) of a track confidently named (track.auto_enrol)
+        self.on_auto_enrol: Callable[[str, np.ndarray, str], None] | None = None
         self.processed = 0
         self._queue_ms = LatencyWindow(2000)
         self._search_ms = LatencyWindow(2000)
@@ -300,6 +310,7 @@ class ClassifierService:
                 track, frames = seen.track, seen.frames
                 if seen.event is not None:
                     events.append((topics.event(node), seen.event.encode()))
+                    self._maybe_auto_enrol(seen.event, index)
             text = encoder.encode(
                 node,
                 msg.seq,
@@ -413,6 +424,18 @@ class ClassifierService:
             index.matcher.threshold, index.calibration, index.threshold_source, index.threshold_note
         )
         self.bus.publish(topics.THRESHOLDS, snap.encode(), qos=1, retain=True)
+
+    def _maybe_auto_enrol(self, event: TrackEvent, index: GalleryIndex) -> None:
+        """Offer a track named far above the threshold, from a full-weight frame (large
+        and sharp), as a new sample of its person (``track.auto_enrol``; opt-in)."""
+        cfg = self.cfg.track
+        if not cfg.auto_enrol or self.on_auto_enrol is None or self.tracker is None:
+            return
+        if event.name == UNKNOWN or event.score < index.matcher.threshold + cfg.auto_margin:
+            return
+        best = self.tracker.best_frame(event.node, event.track)
+        if best is not None and best[0] >= 1.0 and best[1] == event.name:
+            self.on_auto_enrol(event.name, best[2], index.model_id)
 
     def expire_tracks(self) -> None:
         """End the tracks nobody was seen in for a while: their ``left`` events."""

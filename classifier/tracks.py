@@ -72,6 +72,7 @@ class Track:
     frames: list[tuple[str, float, float]] = field(default_factory=list)  # name, score, weight
     seen: int = 0  # frames in all, not only those remembered
     decision: tuple[str, float] | None = None
+    best: tuple[float, str, np.ndarray] | None = None  # heaviest frame: weight, name, vector
 
     def decide(self, min_frames: int) -> tuple[str, float] | None:
         """(name, score) by the consistency rule, or ``None`` before ``min_frames``."""
@@ -152,7 +153,10 @@ class Tracker:
                 track.vector = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
                 track.box, track.last_seen = box, max(track.last_seen, at)
                 track.arrived = arrived
-            track.frames.append((name, score, weight(quality)))
+            w = weight(quality)
+            track.frames.append((name, score, w))
+            if track.best is None or w > track.best[0]:
+                track.best = (w, name, vector)
             del track.frames[:-MAX_FRAMES]
             track.seen += 1
             return Observed(track.number, track.seen, self._event(track, at))
@@ -184,6 +188,14 @@ class Tracker:
             if (iou(t.box, box) >= self.min_iou or sim >= self.min_similarity) and sim > best_sim:
                 best, best_sim = t, sim
         return best
+
+    def best_frame(self, node: str, number: int) -> tuple[float, str, np.ndarray] | None:
+        """The heaviest frame of a live track: (weight, the name it gave, its vector)."""
+        with self._lock:
+            for t in self._tracks.get(node, ()):
+                if t.number == number:
+                    return t.best
+        return None
 
     def _event(self, track: Track, at: float) -> TrackEvent | None:
         decision = track.decide(self.min_frames)

@@ -353,6 +353,15 @@ class TrackConfig:
         min=-1.0,
         max=1.0,
     )
+    auto_enrol: bool = setting(
+        False,
+        "opt-in: a track named far above the threshold (auto_margin) adds the vector of "
+        "its best frame (full weight: large and sharp) to that person's samples",
+    )
+    auto_margin: float = setting(
+        0.15, "auto_enrol: how far above the threshold the track's score must be", min=0
+    )
+    auto_max: int = setting(20, "auto_enrol: vectors added this way per person at most", min=1)
 
 
 @dataclass

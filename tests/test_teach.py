@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facewire.bus import topics
+from facewire.bus import codec, topics
 from facewire.bus.client import BusClient
 from facewire.bus.memory import MemoryBroker
 from facewire.bus.messages import Correction, Enrolment, GalleryReply, Sighting, ThresholdStats
@@ -156,5 +156,50 @@ def test_correction_over_the_broker(mosquitto, gallery_dir: Path, faces: dict) -
         rig.listener.publish(topics.CORRECT, Correction("door", 1, wrong, "c").encode(), qos=1)
         assert reply_to(rig, "c").ok
         assert ask(rig, faces, STRANGER, 0, 2) == "unknown"
+    finally:
+        rig.close()
+
+
+def test_opt_in_auto_enrolment_from_a_confident_sharp_track(gallery_dir: Path, faces: dict) -> None:
+    broker = MemoryBroker()
+    cfg = classifier_cfg(gallery_dir, watch=False)
+    cfg.track.auto_enrol, cfg.track.auto_margin, cfg.track.gap_s = True, 0.05, 0.3
+    rig = Rig(cfg, broker.transport("cls"), broker.transport("ops"))
+    person = KNOWN[0]
+
+    def track(first_seq: int, quality: tuple[float, float, float]) -> None:
+        for i in range(3):  # one track: the same place, frames 0.1 s apart
+            seq = first_seq + i
+            msg = codec.EmbeddingMessage(
+                "door", seq, seq, 0, (40, 40, 120, 120), faces["model"], 100.0 + seq * 0.1,
+                {}, quality, faces[person][1],
+            )  # fmt: skip
+            rig.listener.publish(topics.embedding("door"), codec.encode(msg), qos=1)
+        time.sleep(0.5)  # the track ends
+
+    def auto_replies() -> list[GalleryReply]:
+        return [
+            GalleryReply.decode(m.payload)
+            for m in list(rig.got)
+            if m.topic == topics.GALLERY_REPLIES
+            and GalleryReply.decode(m.payload).action == "enroll"
+        ]
+
+    try:
+        track(1, (400.0, 20.0, 120.0))  # small and blurred: not a sample to learn from
+        time.sleep(0.3)
+        assert auto_replies() == []
+        track(10, (20000.0, 500.0, 120.0))  # large and sharp, named far above the threshold
+        deadline = time.monotonic() + 10
+        while not auto_replies() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (reply,) = auto_replies()
+        assert reply.ok and reply.added == 1
+        assert rig.keeper.store.people()[person].get("auto") == 1
+        track(20, (20000.0, 500.0, 120.0))  # the same view again: a near-duplicate
+        deadline = time.monotonic() + 10
+        while len(auto_replies()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert auto_replies()[-1].added == 0 and rig.keeper.store.people()[person]["auto"] == 1
     finally:
         rig.close()
