@@ -323,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="classifier processes measured at once, as behind a shared subscription (default 1)",
     )
+    p.add_argument(
+        "--no-tracks",
+        action="store_true",
+        help="classify without decisions over tracks (to see what following faces costs)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -345,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in {"search.nprobe": args.nprobe, "search.ef_search": args.ef_search}.items()
         if v is not None
     }
+    if args.no_tracks:
+        knobs["track.enabled"] = False
     if args.faiss_threads > 0:
         knobs["search.threads"] = args.faiss_threads
     rows: list[dict[str, Any]] = []

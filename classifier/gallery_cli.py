@@ -39,11 +39,11 @@ from facewire.bus.messages.gallery import name_problem as check_name
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.enrolled import EnrolmentStore
 from facewire.classifier.gallery import read_image
+from facewire.classifier.keeper import STORE_FILE, cache_folder
 from facewire.config.cli import add_setting_flag, overrides_from
 from facewire.config.schema import ClassifierConfig
 from facewire.models.files import is_photo, list_files, list_photos
 
-STORE_FILE = "gallery.sqlite3"
 DEFAULT_WAIT_S = 30.0
 
 
@@ -56,8 +56,7 @@ class Place:
 
     @classmethod
     def of(cls, cfg: ClassifierConfig) -> Place:
-        dataset = Path(cfg.dataset)
-        return cls(dataset, Path(cfg.cache_dir) if cfg.cache_dir else dataset / ".facewire-cache")
+        return cls(Path(cfg.dataset), cache_folder(cfg))
 
     @property
     def store_path(self) -> Path:

@@ -29,6 +29,7 @@ from facewire.bus.transport import Message
 from facewire.classifier.calibrate import choose_threshold
 from facewire.classifier.enrolled import EnrolmentStore
 from facewire.classifier.gallery import Gallery, LazyPipeline, build_gallery
+from facewire.classifier.refusals import Refusals
 from facewire.classifier.search import Matcher
 from facewire.classifier.service import ClassifierService, GalleryIndex
 from facewire.classifier.watch import FolderWatch
@@ -104,15 +105,23 @@ class Change:
         return f"{self.added} vectors added, {self.removed} removed"
 
 
+STORE_FILE = "gallery.sqlite3"
+
+
+def cache_folder(cfg: ClassifierConfig) -> Path:
+    """Where the gallery keeps its embedding cache and enrolment store."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.dataset) / ".facewire-cache"
+
+
 class GalleryKeeper:
     """Builds the gallery from ``cfg.dataset`` with the cache; one caller at a time."""
 
     def __init__(self, cfg: ClassifierConfig, use_cache: bool = True, progress: bool = False):
         self.cfg = cfg
         self.root = Path(cfg.dataset)
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.root / ".facewire-cache"
+        cache_dir = cache_folder(cfg)
         self.cache: Path | None = cache_dir / f"{cfg.pipeline.model}.npz" if use_cache else None
-        self.store = EnrolmentStore(cache_dir / "gallery.sqlite3")
+        self.store = EnrolmentStore(cache_dir / STORE_FILE)
         self.progress = progress
         self.pipeline = LazyPipeline(cfg.pipeline)
         self.gallery: Gallery | None = None
@@ -167,6 +176,8 @@ def with_enrolled(gallery: Gallery, store: EnrolmentStore) -> Gallery:
     )
 
 
+#: Gallery requests waiting for the gallery thread at most; more are refused.
+MAX_WAITING = 256
 #: Two vectors of one person closer than this are one view twice: the second is refused.
 NEAR_DUPLICATE = 0.98
 
@@ -215,6 +226,7 @@ class Reloader:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.refusals = Refusals()
         self.reloads = 0
 
     def start(self) -> Reloader:
@@ -240,16 +252,30 @@ class Reloader:
     # -- the delivery thread: decode and queue ---------------------------------------
 
     def _queue(self, m: Message, cls: type[GalleryReload | Enrolment | Correction]) -> None:
+        action = m.topic.rsplit("/", 1)[1]
         try:
             request = cls.decode(m.payload) if m.payload or cls is not GalleryReload else None
         except WireError as exc:
-            log.warning("ignored a message on %s: %s", m.topic, exc)
-            reply = GalleryReply(m.topic.rsplit("/", 1)[1], False, str(exc), ts=time.time())
-            self._answer(reply, [_request_id(m.payload)])
+            self._refuse(action, exc.reason, str(exc), m.payload)
             return
         with self._lock:
-            self._requests.append(request if request is not None else GalleryReload())
+            busy = len(self._requests) >= MAX_WAITING
+            if not busy:
+                self._requests.append(request if request is not None else GalleryReload())
+        if busy:  # a flood of requests must not grow without bound
+            self._refuse(action, "queue_full", f"{MAX_WAITING} gallery requests waiting", m.payload)
+            return
         self._wake.set()
+
+    def _refuse(self, action: str, reason: str, detail: str, payload: bytes) -> None:
+        """Say why a request was not taken: at most once a second per kind and reason
+        (its count counts them all), so a flood does not become a flood of replies."""
+        count, due = self.refusals.count(f"gallery/{action}", reason, time.monotonic())
+        if not due:
+            return
+        log.warning("refused a gallery %s request: %s (%d so far)", action, detail, count)
+        reply = GalleryReply(action, False, detail, ts=time.time())
+        self._answer(reply, [_request_id(payload)])
 
     def on_reload(self, m: Message) -> None:
         self._queue(m, GalleryReload)
@@ -262,12 +288,7 @@ class Reloader:
 
     def on_auto_enrol(self, name: str, vector: np.ndarray, model: str) -> None:
         """A track the classifier named far above the threshold (the worker's thread:
-        just queue it); capped at ``track.auto_max`` vectors per person."""
-        if (
-            self.keeper.store.people().get(name, {}).get("auto", 0)
-            >= self.keeper.cfg.track.auto_max
-        ):
-            return
+        just queue it); ``enrol`` caps them at ``track.auto_max`` per person."""
         with self._lock:
             self._requests.append(Enrolment(name, model=model, vectors=(vector,), source="auto"))
         self._wake.set()
@@ -326,6 +347,10 @@ class Reloader:
         problem = name_problem(e.name)
         if problem is not None:
             return Outcome("enroll", e.request_id, ok=False, detail=f"not a name: {problem}")
+        cap = self.keeper.cfg.track.auto_max
+        if e.source == "auto" and self.keeper.store.people().get(e.name, {}).get("auto", 0) >= cap:
+            detail = f"{e.name} has {cap} automatic samples already (track.auto_max)"
+            return Outcome("enroll", e.request_id, ok=False, detail=detail)
         current = self.service.index
         model = current.model_id
         candidates: list[tuple[str, np.ndarray, tuple[str, int] | None]] = []

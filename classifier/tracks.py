@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facewire.bus.messages import UNKNOWN, TrackEvent
+from facewire.models.face import box_iou
 
 #: A frame's weight from its quality: full weight from this face area (px²) and
 #: sharpness (variance of the Laplacian) up; never below the floor.
@@ -50,16 +52,6 @@ def weight(quality: tuple[float, float, float]) -> float:
     return max(MIN_WEIGHT, w)
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 @dataclass
 class Track:
     node: str
@@ -69,28 +61,49 @@ class Track:
     first_seen: float
     last_seen: float
     arrived: float  # the classifier's monotonic clock when its last frame came
-    frames: list[tuple[str, float, float]] = field(default_factory=list)  # name, score, weight
+    # the remembered frames (name, score, weight), and their sums kept as they come and
+    # go: a decision per frame costs a look at each name, not a pass over the frames
+    frames: deque[tuple[str, float, float]] = field(default_factory=deque)
+    weight_of: dict[str, float] = field(default_factory=dict)  # name → sum of weights
+    scored: dict[str, float] = field(default_factory=dict)  # name → sum of score × weight
+    total: float = 0.0
+    score_sum: float = 0.0
     seen: int = 0  # frames in all, not only those remembered
     decision: tuple[str, float] | None = None
     best: tuple[float, str, np.ndarray] | None = None  # heaviest frame: weight, name, vector
+
+    def add(self, name: str, score: float, w: float) -> None:
+        self.frames.append((name, score, w))
+        self._count(name, score, w, 1.0)
+        if len(self.frames) > MAX_FRAMES:
+            self._count(*self.frames.popleft(), -1.0)
+        self.seen += 1
+
+    def _count(self, name: str, score: float, w: float, sign: float) -> None:
+        held = self.weight_of.get(name, 0.0) + sign * w
+        if held > 1e-9:
+            self.weight_of[name] = held
+            self.scored[name] = self.scored.get(name, 0.0) + sign * score * w
+        else:  # its last frame left the window
+            self.weight_of.pop(name, None)
+            self.scored.pop(name, None)
+        self.total += sign * w
+        self.score_sum += sign * score
 
     def decide(self, min_frames: int) -> tuple[str, float] | None:
         """(name, score) by the consistency rule, or ``None`` before ``min_frames``."""
         if self.seen < min_frames:
             return None
-        total = sum(w for _, _, w in self.frames)
-        by_name: dict[str, float] = {}
-        for name, _, w in self.frames:
-            by_name[name] = by_name.get(name, 0.0) + w
-        ranked = sorted(by_name.items(), key=lambda kv: -kv[1])
-        best, held = ranked[0]
-        tie = len(ranked) > 1 and ranked[1][1] == held
-        if tie or held <= total / 2.0 or best == UNKNOWN:
-            scores = [s for _, s, _ in self.frames]
-            return UNKNOWN, float(np.mean(scores)) if scores else -1.0
-        mine = [(s, w) for n, s, w in self.frames if n == best]
-        score = sum(s * w for s, w in mine) / sum(w for _, w in mine)
-        return best, float(score)
+        held, best, runner_up = -1.0, UNKNOWN, -1.0
+        for name, w in self.weight_of.items():
+            if w > held:
+                held, best, runner_up = w, name, held
+            elif w > runner_up:
+                runner_up = w
+        tie = abs(runner_up - held) <= 1e-9
+        if tie or held <= self.total / 2.0 or best == UNKNOWN:
+            return UNKNOWN, self.score_sum / len(self.frames)
+        return best, self.scored[best] / held
 
 
 @dataclass(frozen=True)
@@ -142,23 +155,20 @@ class Tracker:
             track = self._continue(tracks, box, vector, at)
             if track is None:
                 number = self._numbers[node] = self._numbers.get(node, 0) + 1
-                track = Track(node, number, box, vector.copy(), at, at, arrived)
+                track = Track(node, number, box, vector, at, at, arrived)
                 tracks.append(track)
                 if len(tracks) > self.max_tracks:
                     tracks.sort(key=lambda t: t.last_seen)
                     del tracks[0]
             else:
-                # a running mean of the direction: continuity across slow changes
-                mixed = 0.7 * track.vector + 0.3 * vector
-                track.vector = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
-                track.box, track.last_seen = box, max(track.last_seen, at)
+                # continuity with the last frame: a face changes slowly between frames
+                track.vector, track.box = vector, box
+                track.last_seen = max(track.last_seen, at)
                 track.arrived = arrived
             w = weight(quality)
-            track.frames.append((name, score, w))
+            track.add(name, score, w)
             if track.best is None or w > track.best[0]:
                 track.best = (w, name, vector)
-            del track.frames[:-MAX_FRAMES]
-            track.seen += 1
             return Observed(track.number, track.seen, self._event(track, at))
 
     def expire(self, now: float | None = None) -> list[TrackEvent]:
@@ -185,7 +195,8 @@ class Tracker:
             if abs(at - t.last_seen) > self.gap_s:
                 continue
             sim = float(t.vector @ vector)
-            if (iou(t.box, box) >= self.min_iou or sim >= self.min_similarity) and sim > best_sim:
+            near = box_iou(t.box, box) >= self.min_iou or sim >= self.min_similarity
+            if near and sim > best_sim:
                 best, best_sim = t, sim
         return best
 

@@ -22,21 +22,12 @@ import threading
 from dataclasses import dataclass
 
 from facewire.bus.messages import UNKNOWN, Result, TrackEvent
+from facewire.models.face import box_iou
 
 #: A detected face continues a named track when its box overlaps that track's this much.
 MIN_IOU = 0.5
 #: Tracks remembered (results of tracks never named included); the oldest go.
 MAX_TRACKS = 256
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -82,7 +73,7 @@ class NamedFaces:
         """Whether a face detected at ``box`` is worth embedding now (monotonic ``now``)."""
         with self._lock:
             for t in self._tracks.values():
-                if t.named and iou(t.box, box) >= MIN_IOU:
+                if t.named and box_iou(t.box, box) >= MIN_IOU:
                     if now - t.embedded_at < self.period_s:
                         self.skipped += 1
                         return False

@@ -48,6 +48,21 @@ class Quality:
         return cls(float(w * h), float(std[0, 0]) ** 2, float(cv2.mean(patch)[0]))
 
 
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes.
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 10, 10))
+    0.3333333333333333
+    """
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0, w) * max(0, h)
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass
 class Face:
     """One face in one frame.

@@ -203,3 +203,34 @@ def test_opt_in_auto_enrolment_from_a_confident_sharp_track(gallery_dir: Path, f
         assert auto_replies()[-1].added == 0 and rig.keeper.store.people()[person]["auto"] == 1
     finally:
         rig.close()
+
+
+def test_a_flood_of_bad_gallery_requests_is_answered_rate_limited_and_costs_no_good_one(
+    gallery_dir: Path, faces: dict
+) -> None:
+    broker = MemoryBroker()
+    rig = Rig(
+        classifier_cfg(gallery_dir, watch=False), broker.transport("cls"), broker.transport("ops")
+    )
+    try:
+        for _ in range(300):  # malformed enrolments and corrections
+            rig.listener.publish(topics.ENROLL, b"{not json", qos=1)
+            rig.listener.publish(topics.CORRECT, b'{"node": "door", "seq": -1}', qos=1)
+        big = b'{"name": "x", "dim": 4, "model": "m", "vectors": ["' + b"A" * 100_000 + b'"]}'
+        rig.listener.publish(topics.ENROLL, big, qos=1)
+        assert broker.settle()
+        time.sleep(0.3)
+        refusals = [
+            GalleryReply.decode(m.payload)
+            for m in rig.got
+            if m.topic == topics.GALLERY_REPLIES and not GalleryReply.decode(m.payload).ok
+        ]
+        assert 1 <= len(refusals) <= 6, len(refusals)  # once a second per kind and reason
+        assert any("bad_json" in r.detail for r in refusals)
+        # and a good request right after is still taken
+        assert ask(rig, faces, STRANGER, 0, 1) == "unknown"
+        enrol = Enrolment("Visitor", "ok-1", sightings=(Sighting("door", 1),), source="sighting")
+        rig.listener.publish(topics.ENROLL, enrol.encode(), qos=1)
+        assert reply_to(rig, "ok-1").added == 1
+    finally:
+        rig.close()
