@@ -42,10 +42,12 @@ import numpy as np
 
 from facewire import config
 from facewire.classifier.calibrate import choose_threshold
+from facewire.classifier.clips import ClipOutcome, ClipSpec, enrol_clip, format_clips, run_clip
 from facewire.classifier.gallery import Gallery, build_gallery, iter_people, read_image
 from facewire.classifier.search import UNKNOWN, Matcher
+from facewire.classifier.tracks import Tracker
 from facewire.config.cli import add_setting_flags, overrides_from
-from facewire.config.schema import PipelineConfig, SearchConfig
+from facewire.config.schema import PipelineConfig, QualityConfig, SearchConfig, TrackConfig
 from facewire.models import FacePipeline
 
 #: FARs that TAR is reported at
@@ -67,6 +69,7 @@ class ProbeOutcome:
     winner: str = ""  # the vote's identity, whatever the threshold
     own: float = float("nan")  # best similarity to its own person (nan: not enrolled)
     other: float = float("nan")  # best similarity to anyone else (nan: nobody else)
+    quality: tuple[float, float, float] = (0.0, 0.0, 0.0)  # area, blur, brightness
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class Report:
     target_fpir: float | None = None
     strangers: list[str] = field(default_factory=list)  # held out by --strangers
     compared: list[Compared] = field(default_factory=list)
+    clips_enrolled: list[dict[str, Any]] = field(default_factory=list)
+    clips: list[ClipOutcome] = field(default_factory=list)
 
     def open_set(self, threshold: float) -> dict[str, Any]:
         """Knowns named right / wrongly / called unknown, strangers rejected, at ``threshold``."""
@@ -110,6 +115,47 @@ class Report:
             "called_unknown": _frac(len(knowns) - len(named), len(knowns)),
             "strangers": len(strangers),
             "strangers_rejected": _frac(rejected, len(strangers)),
+        }
+        row["meets_target"] = meets_target(row)
+        return row
+
+    def open_set_tracks(self, threshold: float) -> dict[str, Any]:
+        """The open-set figures per *track*: each person's probe photos, in file order,
+        taken as the frames of one track and decided on by the classifier's own rule
+        (:class:`~facewire.classifier.tracks.Tracker`: weighted by quality, a name must
+        hold most of the weight)."""
+
+        def decided(probes: list[ProbeOutcome]) -> dict[str, str]:
+            tracker = Tracker(gap_s=math.inf, min_frames=1)
+            by_person: dict[str, list[ProbeOutcome]] = {}
+            for o in probes:
+                if o.found:
+                    by_person.setdefault(o.person, []).append(o)
+            out = {}
+            for person, frames in by_person.items():
+                for i, o in enumerate(frames):
+                    name = o.winner if o.score >= threshold else UNKNOWN
+                    seen = tracker.observe(
+                        person, (0, 0, 100, 100), np.zeros(1, np.float32), o.quality,
+                        float(i), name, o.score, float(i),
+                    )  # fmt: skip
+                    if seen.event is not None:
+                        out[person] = seen.event.name
+            return out
+
+        knowns, strangers = decided(self.outcomes), decided(self.unknown)
+        right = sum(name == person for person, name in knowns.items())
+        wrong = sum(name not in (person, UNKNOWN) for person, name in knowns.items())
+        rejected = sum(name == UNKNOWN for name in strangers.values())
+        row: dict[str, Any] = {
+            "threshold": round(threshold, 4),
+            "knowns": len(knowns),
+            "named_right": _frac(right, len(knowns)),
+            "named_wrongly": _frac(wrong, len(knowns)),
+            "called_unknown": _frac(len(knowns) - right - wrong, len(knowns)),
+            "strangers": len(strangers),
+            "strangers_rejected": _frac(rejected, len(strangers)),
+            "missed": sorted(p for p, name in knowns.items() if name != p),
         }
         row["meets_target"] = meets_target(row)
         return row
@@ -173,6 +219,9 @@ class Report:
                 | {"label": c.label, "source": c.source, "target_fpir": c.target_fpir}
                 for c in self.compared
             ],
+            "open_set_tracks": self.open_set_tracks(self.threshold),
+            "clips_enrolled": self.clips_enrolled,
+            "clips": [c.as_dict() for c in self.clips],
             "target": TARGET,
             "ms_per_face": round(statistics.median(times), 2) if times else None,
             "calibration": self.calibration,
@@ -286,6 +335,23 @@ def without(gallery: Gallery, root: Path, held_out: set[str]) -> Gallery:
     )
 
 
+def with_vectors(gallery: Gallery, person: str, vectors: list[np.ndarray], source: str) -> Gallery:
+    """``gallery`` with ``vectors`` of ``person`` added (an enrolment, as the classifier
+    keeps one beside the photos)."""
+    if gallery.dim and vectors and len(vectors[0]) != gallery.dim:
+        raise ValueError(
+            f"{source}: vectors of {len(vectors[0])} values, the gallery's {gallery.dim}"
+        )
+    stacked = np.stack(vectors).astype(np.float32)
+    return Gallery(
+        np.concatenate([gallery.vectors, stacked]) if len(gallery.labels) else stacked,
+        gallery.labels + [person] * len(vectors),
+        gallery.paths + [f"{source}#{i}" for i in range(len(vectors))],
+        gallery.model_id,
+        gallery.skipped,
+    )
+
+
 def run_probes(
     pipeline: FacePipeline,
     matcher: Matcher,
@@ -308,7 +374,12 @@ def run_probes(
         if not faces or faces[0].embedding is None:
             out.append(ProbeOutcome(person, str(f), False))
             continue
-        out.append(ProbeOutcome(person, str(f), True, ms=ms / len(faces)))
+        q = faces[0].quality
+        out.append(
+            ProbeOutcome(
+                person, str(f), True, ms=ms / len(faces), quality=(q.area, q.blur, q.brightness)
+            )
+        )
         vectors.append(faces[0].embedding)
     found = [o for o in out if o.found]
     if not found:
@@ -361,6 +432,11 @@ def evaluate(
     strangers: int = 0,
     compare_thresholds: Sequence[float] | None = None,
     compare_fpir: Sequence[float] = (),
+    enrol_clips: Sequence[ClipSpec] = (),
+    probe_clips: Sequence[ClipSpec] = (),
+    tracks: TrackConfig | None = None,
+    gate: QualityConfig | None = None,
+    enrol_count: int = 8,
 ) -> Report:
     """``split`` = (gallery subdir, probe subdir) for a ``<person>/{train,test}/`` layout.
 
@@ -369,6 +445,11 @@ def evaluate(
     ``compare_thresholds`` (default: the model's own threshold) and ``compare_fpir``
     (the auto threshold for other ``search.target_fpir`` values, chosen on the
     gallery alone): more thresholds for the open-set figures.
+
+    ``enrol_clips`` add their people to the gallery before it is calibrated (up to
+    ``enrol_count`` faces each, captured as ``facewire enroll`` does); ``probe_clips``
+    are played as live video (``classifier.clips``), with ``gate`` as the edge's
+    quality gate (``None``: every face is sent) and ``tracks`` the classifier's.
     """
     held_out = held_out_people(gallery_dir, strangers)
     pipeline = FacePipeline(pipeline_cfg)
@@ -377,6 +458,22 @@ def evaluate(
         # gallery is built exactly as the classifier builds it
         gallery = build_gallery(gallery_dir, pipeline, progress=progress, subdir=split[0])
         gallery = without(gallery, gallery_dir, set(held_out))
+        enrolled = []
+        for spec in enrol_clips:
+            capture = enrol_clip(pipeline, spec, gate or QualityConfig(), enrol_count)
+            if not capture.kept:
+                raise ValueError(
+                    f"{spec.label}: no face could be enrolled ({capture.describe_refused()})"
+                )
+            gallery = with_vectors(gallery, spec.person, capture.vectors, spec.label)
+            enrolled.append(
+                {
+                    "clip": spec.label,
+                    "kept": len(capture.kept),
+                    "frames": capture.frames,
+                    "refused": dict(capture.refused),
+                }
+            )
         default = pipeline.embedder.default_threshold
         chosen = choose_threshold(search_cfg, gallery.vectors, gallery.labels, default)
         matcher = Matcher(gallery.vectors, gallery.labels, search_cfg.k, chosen.value)
@@ -408,6 +505,7 @@ def evaluate(
             target_fpir=search_cfg.target_fpir,
             strangers=held_out,
             compared=compared,
+            clips_enrolled=enrolled,
         )
         probes = probe_files(probes_dir, split[1])
         out = set(held_out)
@@ -417,6 +515,9 @@ def evaluate(
             unknown += probe_files(unknown_dir)
         report.outcomes = run_probes(pipeline, matcher, known, gallery)
         report.unknown = run_probes(pipeline, matcher, unknown, gallery)
+        report.clips = [
+            run_clip(pipeline, matcher, spec, tracks or TrackConfig(), gate) for spec in probe_clips
+        ]
         return report
     finally:
         pipeline.close()
@@ -477,6 +578,21 @@ def format_table(result: dict[str, Any]) -> str:
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
     if "open_set" in result:
         text += "\n\n" + format_open_set(result)
+    tracks = result.get("open_set_tracks")
+    if tracks and tracks["knowns"]:
+        missed = ", ".join(tracks["missed"]) or "none"
+        text += (
+            f"\n\nper track (each person's probe photos as one track), at "
+            f"{tracks['threshold']:.4f}: named right {_pct(tracks['named_right'])} of "
+            f"{tracks['knowns']}, named wrongly {_pct(tracks['named_wrongly'])}, strangers "
+            f"rejected {_pct(tracks['strangers_rejected'])} of {tracks['strangers']} "
+            f"(not named right: {missed})"
+        )
+    for e in result.get("clips_enrolled") or []:
+        text += f"\nenrolled from {e['clip']}: {e['kept']} faces of {e['frames']} frames"
+    if result.get("clips"):
+        text += "\n\nclips (per frame: each face sent; per track: its last decision)\n"
+        text += format_clips(result["clips"])
     return text
 
 
@@ -568,6 +684,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="leave the last N people of the gallery folder (by name) out of the gallery: "
         "their probe photos become stranger probes, like --unknown's (default: 0)",
     )
+    clips = p.add_argument_group(
+        "video clips (NAME=PATH[@FROM-TO], seconds; NAME 'stranger': not enrolled)"
+    )
+    clips.add_argument(
+        "--enrol-clip",
+        type=ClipSpec.parse,
+        action="append",
+        default=[],
+        metavar="NAME=PATH[@FROM-TO]",
+        help="enrol NAME from this clip (as facewire enroll would) before calibrating",
+    )
+    clips.add_argument(
+        "--clip",
+        type=ClipSpec.parse,
+        action="append",
+        default=[],
+        metavar="NAME=PATH[@FROM-TO]",
+        help="play this clip as live video: per-frame and per-track figures",
+    )
+    clips.add_argument(
+        "--enrol-count",
+        type=int,
+        default=8,
+        metavar="N",
+        help="faces kept per enrolment clip at most (default: %(default)s)",
+    )
+    clips.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="send every face of a probe clip (as edge.gate_live: false); default: the "
+        "edge's quality gate, the 'quality' section",
+    )
     settings = p.add_argument_group("pipeline and search (as the edge and the classifier run)")
     add_setting_flags(settings, EvalConfig)
     settings.add_argument(
@@ -612,6 +760,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class EvalConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -626,9 +776,28 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--split takes GALLERY_SUB:PROBE_SUB, e.g. train:test")
     try:
         held_out_people(args.gallery, args.strangers)
+        for spec in args.enrol_clip + args.clip:
+            if not spec.path.is_file():
+                raise FileNotFoundError(f"no such clip: {spec.path}")
+        if args.enrol_count < 1:
+            raise ValueError("--enrol-count must be at least 1")
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"facewire eval: {exc}") from None
-    report = evaluate(
+    try:
+        report = _evaluate(args, cfg, split)
+    except ValueError as exc:  # e.g. a clip without one good face to enrol
+        raise SystemExit(f"facewire eval: {exc}") from None
+    result = report.as_dict()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_table(result))
+    sys.stdout.flush()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, cfg: EvalConfig, split: list[str]) -> Report:
+    return evaluate(
         args.gallery,
         args.probes,
         args.unknown,
@@ -639,14 +808,12 @@ def run(args: argparse.Namespace) -> int:
         strangers=args.strangers,
         compare_thresholds=args.compare_threshold,
         compare_fpir=args.compare_fpir,
+        enrol_clips=args.enrol_clip,
+        probe_clips=args.clip,
+        tracks=cfg.track,
+        gate=None if args.no_gate else cfg.quality,
+        enrol_count=args.enrol_count,
     )
-    result = report.as_dict()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(format_table(result))
-    sys.stdout.flush()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

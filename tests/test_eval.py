@@ -3,13 +3,18 @@ and the score arithmetic behind its TAR, FAR and EER."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from facewire.classifier.clips import ClipSpec
 from facewire.classifier.evaluate import (
     ProbeOutcome,
     Report,
@@ -114,6 +119,109 @@ def test_eval_reports_verification_and_open_set_figures(default_run):
     if fixed["threshold"] < now["threshold"]:
         assert fixed["strangers_rejected"] <= now["strangers_rejected"]
         assert fixed["called_unknown"] <= now["called_unknown"]
+
+
+def test_eval_decides_per_track_over_each_persons_probes(default_run):
+    r = default_run
+    tracks = r["open_set_tracks"]
+    # one track per person with a probe face: 22 known people, 7 strangers
+    assert (tracks["knowns"], tracks["strangers"]) == (22, 7)
+    assert tracks["threshold"] == r["open_set"]["threshold"]
+    assert tracks["named_right"] + tracks["named_wrongly"] + tracks["called_unknown"] == (
+        pytest.approx(1)
+    )
+    # a track's decision rests on several photos: at least as good as its photos one by one
+    assert tracks["named_right"] >= r["open_set"]["named_right"]
+    assert tracks["strangers_rejected"] == 1.0
+    assert len(tracks["missed"]) == round(tracks["knowns"] * (1 - tracks["named_right"]))
+
+
+def write_clip(path: Path, photos: list[Path], hold: int = 4, fps: float = 10.0) -> Path:
+    """A clip of real faces: each photo, at its own size in the middle of a 320×240
+    frame (upscaled, it would be refused as blurred), held for ``hold`` frames."""
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
+    assert out.isOpened()
+    for photo in photos:
+        face = cv2.imread(str(photo))
+        h, w = face.shape[:2]
+        frame = np.full((240, 320, 3), 128, np.uint8)
+        frame[(240 - h) // 2 : (240 - h) // 2 + h, (320 - w) // 2 : (320 - w) // 2 + w] = face
+        for _ in range(hold):
+            out.write(frame)
+    out.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("clips")
+    newcomer = sorted((DATASET / "unknown" / "ORL_s23").iterdir())
+    stranger = sorted((DATASET / "unknown" / "ORL_s24").iterdir())
+    enrol = write_clip(d / "enrol.mp4", newcomer[:5], hold=3)
+    probe = write_clip(d / "probe.mp4", newcomer[5:])
+    other = write_clip(d / "stranger.mp4", stranger)
+    return run_eval(
+        "--enrol-clip",
+        f"newcomer={enrol}",
+        "--clip",
+        f"newcomer={probe}",
+        "--clip",
+        f"stranger={other}",
+        "--clip",
+        f"newcomer={probe}@1-2",
+        unknown=False,
+    )
+
+
+def test_eval_enrols_from_a_clip_and_plays_clips_as_live_video(clip_run):
+    r = clip_run
+    (enrolled,) = r["clips_enrolled"]
+    # five photos held three frames each: the repeats are near-duplicates, not kept
+    assert 1 <= enrolled["kept"] <= 5 and enrolled["frames"] == 15
+    assert enrolled["refused"].get("near-duplicate", 0) >= 10
+    assert r["identities"] == 23 and r["gallery_images"] == 22 * 6 + enrolled["kept"]
+
+    newcomer, stranger, stretch = r["clips"]
+    assert newcomer["clip"] == "newcomer=probe.mp4" and newcomer["frames"] == 5 * 4
+    assert newcomer["faces_sent"] > 0
+    assert newcomer["frames_named_wrongly"] == 0.0
+    assert newcomer["frames_named_right"] >= 0.5
+    # one face in one place: one track, named, and named within the first frames
+    assert newcomer["tracks"] == 1 and newcomer["tracks_named_right"] == 1
+    assert 0 <= newcomer["first_named_after_s"] < 1.0
+    (track,) = newcomer["track_list"]
+    assert track["name"] == "newcomer" and track["frames"] == newcomer["faces_sent"]
+
+    # a stranger: never named, per frame or per track
+    assert stranger["known"] is False and stranger["tracks_named_right"] is None
+    assert stranger["frames_named_wrongly"] == 0.0 and stranger["tracks_named_wrongly"] == 0
+    assert stranger["tracks"] >= 1 and stranger["tracks_unknown"] == stranger["tracks"]
+
+    # a stretch of a clip: only its seconds (10 fps: frames 10-19)
+    assert stretch["clip"] == "newcomer=probe.mp4@1-2" and stretch["frames"] == 10
+
+    table = format_table(r)
+    assert "clips (per frame" in table and "newcomer=probe.mp4" in table
+    assert "enrolled from newcomer=enrol.mp4" in table
+
+
+def test_clip_specs_are_checked():
+    assert ClipSpec.parse("ann=a.mp4") == ClipSpec("ann", Path("a.mp4"), 0.0, math.inf)
+    assert ClipSpec.parse("ann=dir@x/a.mp4@3-").start_s == 3.0
+    for bad in ("a.mp4", "=a.mp4", "ann=", "ann=a.mp4@5-2", "ann=a.mp4@x-2", "ann=a.mp4@3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ClipSpec.parse(bad)
+
+
+def test_eval_refuses_a_missing_clip(tmp_path):
+    done = subprocess.run(
+        eval_cmd("--clip", f"ann={tmp_path / 'none.mp4'}", unknown=False),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "no such clip" in done.stderr
 
 
 def test_eval_table_shows_the_new_figures(default_run):
