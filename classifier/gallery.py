@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
-import cv2
 import numpy as np
 
 from facewire.config.schema import PipelineConfig
 from facewire.models import Face, FacePipeline
 from facewire.models.embedders import OnnxEmbedder
-from facewire.models.files import is_photo, list_files, list_photos
+from facewire.models.files import is_photo, list_files, list_photos, read_photo
 from facewire.models.pipeline import pipeline_model_id, vector_settings
 
 log = logging.getLogger("facewire.gallery")
@@ -66,14 +65,9 @@ class Gallery:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to BGR; ``ValueError`` with a reason when it can't be."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError("empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not a decodable image")
-    return image
+    """Decode an image file to BGR; ``ValueError`` with a reason when it can't be (or is
+    too large: ``models.files.read_photo``)."""
+    return read_photo(path)
 
 
 def iter_people(
@@ -81,16 +75,22 @@ def iter_people(
 ) -> Iterator[tuple[str, Path]]:
     """(person, file) for every file below ``root/<person>/[subdir/]``, sorted
     (``list_files``: hidden files skipped, links out of a person's folder not followed;
-    a ``<person>`` folder itself may be a link). ``subdir`` picks one split of a
-    ``<person>/{train,test}/`` layout; ``photos_only`` leaves out what is no photo."""
+    a ``<person>`` folder itself may be a link, but only to a folder inside ``root``).
+    ``subdir`` picks one split of a ``<person>/{train,test}/`` layout; ``photos_only``
+    leaves out what is no photo."""
     if not root.is_dir():
         raise FileNotFoundError(f"gallery folder not found: {root}")
     listing = list_photos if photos_only else list_files
+    base = root.resolve()
     for person_dir in sorted(
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
+        # a person folder linked to somewhere else would enrol whoever is there as them
+        if person_dir.is_symlink() and not person_dir.resolve().is_relative_to(base):
+            log.warning("not following %s: it leads out of %s", person_dir, root)
+            continue
         files_dir = person_dir / subdir if subdir else person_dir
-        for f in listing(files_dir):
+        for f in listing(files_dir, person_dir.resolve()):
             yield person_dir.name, f
 
 

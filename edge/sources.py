@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facewire.models.files import list_photos
+from facewire.models.files import list_photos, read_photo
 
 log = logging.getLogger("facewire.edge")
 
@@ -35,9 +35,10 @@ def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
     while True:
         read = 0
         for f in files:
-            image = cv2.imread(str(f))
-            if image is None:
-                log.warning("skipping unreadable image %s", f)
+            try:
+                image = read_photo(f)
+            except (OSError, ValueError) as exc:
+                log.warning("skipping %s: %s", f, exc)
                 continue
             read += 1
             yield image, str(f.relative_to(folder))

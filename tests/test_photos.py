@@ -93,12 +93,13 @@ def test_a_looping_folder_source_of_unreadable_files_stops(tmp_path: Path) -> No
 
 
 def test_gallery_lists_every_file_and_eval_only_photos(tree: Path, tmp_path: Path) -> None:
-    # a <person> folder may itself be a link (a gallery assembled from elsewhere)
+    # the gallery folder may itself be a link (kept elsewhere), and a <person> folder a
+    # link that stays inside it
     linked = tmp_path / "gallery"
-    linked.mkdir()
-    os.symlink(tree / "a", linked / "ann")
-    os.symlink(tree / "b", linked / "bob")
-    everything = [(p, f.name) for p, f in iter_people(linked)]
+    os.symlink(tree, linked)
+    os.symlink(tree / "a", tree / "ann")
+    os.symlink(tree / "b", tree / "bob")
+    everything = [(p, f.name) for p, f in iter_people(linked) if p in ("ann", "bob")]
     assert everything == [
         ("ann", "10.PNG"),
         ("ann", "2.jpg"),
@@ -106,7 +107,16 @@ def test_gallery_lists_every_file_and_eval_only_photos(tree: Path, tmp_path: Pat
         ("bob", "1.jpeg"),
         ("bob", "3.webp"),  # in.jpg leads out of bob's folder (into the hidden one)
     ]
-    assert [(p, f.name) for p, f in probe_files(linked)] == [
+    # "linked-dir" leads out of the gallery: whoever is there is not enrolled as it
+    assert {p for p, _ in iter_people(linked)} == {"a", "ann", "b", "bob"}
+    people = tmp_path / "people"
+    people.mkdir()
+    os.symlink(tree / "a", people / "ann")
+    assert list(iter_people(people)) == []
+    assert [(p, f.name) for p, f in probe_files(linked) if p in ("ann", "bob")] == [
         (p, n) for p, n in everything if n != "notes.txt"
     ]
-    assert [f.name for _, f in iter_people(linked, subdir="deep")] == ["3.webp"]
+    assert [(p, f.name) for p, f in iter_people(linked, subdir="deep")] == [
+        ("b", "3.webp"),
+        ("bob", "3.webp"),
+    ]
