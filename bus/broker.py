@@ -5,12 +5,19 @@ local queue, credentials, TLS and the last will. The client sets the callbacks.
 
 from __future__ import annotations
 
+import logging
+import ssl
+from pathlib import Path
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from facewire.bus.transport import Will
+
+log = logging.getLogger("facewire.bus")
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class BrokerSettings(Protocol):
@@ -26,6 +33,7 @@ class BrokerSettings(Protocol):
     certfile: str
     keyfile: str
     tls_insecure: bool
+    tls_verify: bool
     username: str
     password: str
     keepalive: int
@@ -54,13 +62,35 @@ def paho_client(
     if broker.username:
         c.username_pw_set(broker.username, broker.password or None)
     if broker.tls:
+        for name in ("ca_certs", "certfile", "keyfile"):
+            path = getattr(broker, name)
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(f"broker.{name}: no such file {path}")
+        if broker.keyfile and not broker.certfile:
+            raise ValueError("broker.keyfile is set without broker.certfile")
         c.tls_set(
             ca_certs=broker.ca_certs or None,
             certfile=broker.certfile or None,
             keyfile=broker.keyfile or None,
+            # verified unless the config says otherwise, in so many words
+            cert_reqs=ssl.CERT_REQUIRED if broker.tls_verify else ssl.CERT_NONE,
         )
-        if broker.tls_insecure:
+        if not broker.tls_verify:
+            log.warning(
+                "%s: the broker's TLS certificate is NOT checked (broker.tls_verify false): "
+                "anyone in between can read and forge every message",
+                client_id,
+            )
+            c.tls_insecure_set(True)  # no host name check either: there is no certificate
+        elif broker.tls_insecure:
+            log.warning("%s: the broker's host name is not checked (tls_insecure)", client_id)
             c.tls_insecure_set(True)
+    elif broker.password and broker.host not in LOOPBACK:
+        log.warning(
+            "%s: sending the MQTT password to %s unencrypted (use mqtts://)",
+            client_id,
+            broker.address,
+        )
     if will is not None:
         topic, payload, qos, retain = will
         c.will_set(topic, payload, qos, retain)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +94,9 @@ class BusClient:
         self._closing = False
         self._connack = threading.Event()
         self._refused: str | None = None
+        self._refusal: str | None = None  # the last refusal or TLS failure, for callers
+        self._early_close: str | None = None
+        self._refused_callbacks: list[Callable[[str], None]] = []
         self._resub: Acks | None = None
         self._failures = 0
         self._net_thread: int | None = None
@@ -111,6 +116,20 @@ class BusClient:
     def connected(self) -> bool:
         """True between a successful CONNACK and the next disconnect."""
         return self._connected
+
+    @property
+    def refused(self) -> str | None:
+        """Why the broker last refused this client (bad password, not authorised) or
+        its TLS check failed; ``None`` once a connection succeeds. Retrying will not
+        help until the credentials, certificates or broker change."""
+        return self._refusal
+
+    def on_refused(self, cb: Callable[[str], None]) -> None:
+        """Call ``cb(reason)`` on each refusal or TLS failure (see :attr:`refused`).
+
+        Runs on the network thread; the client keeps retrying with backoff.
+        """
+        self._refused_callbacks.append(cb)
 
     @property
     def paho(self) -> mqtt.Client:
@@ -133,8 +152,9 @@ class BusClient:
         With ``wait`` it blocks until the broker accepted the connection and the
         remembered subscriptions are acknowledged, or raises ``TimeoutError`` (no
         broker reachable within ``timeout``) or ``ConnectionError`` (the broker
-        refused: bad credentials, not authorised …); on either error the client is
-        stopped. Without ``wait`` it returns at once and keeps retrying with backoff.
+        refused: bad credentials, not authorised …; or the TLS check of the broker
+        failed); on either error the client is stopped. Without ``wait`` it returns at
+        once and keeps retrying with backoff.
         """
         with self._lock:
             if self._started:
@@ -143,6 +163,8 @@ class BusClient:
             self._closing = False
         self._connack.clear()
         self._refused = None
+        self._refusal = None
+        self._early_close = None
         self._resub = None
         self._failures = 0
         props = Properties(PacketTypes.CONNECT)
@@ -160,16 +182,18 @@ class BusClient:
             return self
         deadline = time.monotonic() + timeout
         if not self._connack.wait(timeout):
-            failures = self._failures
+            failures, early = self._failures, self._early_close
             self._stop()
+            why = early if early is not None else "is it running and reachable?"
             raise TimeoutError(
                 f"could not connect to the MQTT broker at {self.address} within {timeout:g} s "
-                f"({failures} failed attempt{'s' if failures != 1 else ''}): is it running "
-                "and reachable?"
+                f"({failures} failed attempt{'s' if failures != 1 else ''}): {why}"
             )
         if self._refused is not None:
             refused = self._refused
             self._stop()
+            if refused.startswith("TLS"):
+                raise ConnectionError(f"{refused} (broker {self.address})")
             raise ConnectionError(
                 f"the MQTT broker at {self.address} refused {self.client_id!r}: {refused}"
             )
@@ -315,21 +339,31 @@ class BusClient:
         except (OSError, AttributeError) as exc:
             log.warning("%s: cannot set TCP_NODELAY: %s", self.client_id, exc)
 
+    def _refuse(self, reason: str) -> None:
+        """A failure retrying won't mend: remember it, end connect()'s wait, tell callers."""
+        self._refused = self._refusal = reason
+        self._connack.set()
+        for cb in list(self._refused_callbacks):
+            try:
+                cb(reason)
+            except Exception:
+                log.exception("%s: refusal callback %r raised", self.client_id, cb)
+
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self._net_thread = threading.get_ident()
         if reason.is_failure:
-            self._refused = str(reason)
             log.error(
                 "%s: broker %s refused the connection: %s", self.client_id, self.address, reason
             )
-            self._connack.set()
+            self._refuse(str(reason))
             return
         # Connected first, then the snapshot: a subscribe() racing with this either
         # lands in the snapshot or sees connected and sends its own SUBSCRIBE.
         self._connected = True
         self._failures = 0
+        self._refusal = self._early_close = None
         filters = self._routes.filters()
         self._resub = self._send_subscribe(filters) if filters else None
         log.info(
@@ -343,6 +377,27 @@ class BusClient:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._failures += 1
+        # paho calls this inside its ``except OSError``: the exception is still current
+        exc = sys.exception()
+        tls = tls_failure(exc, self.broker)
+        if tls is not None:
+            if tls != self._refusal:  # once per distinct cause, not every retry
+                log.error("%s: %s (broker %s), retrying", self.client_id, tls, self.address)
+            self._refuse(tls)
+            return
+        if self.broker.tls and isinstance(exc, ConnectionResetError):
+            # a plain MQTT listener drops a TLS ClientHello as a malformed packet
+            if self._early_close is None:
+                log.warning(
+                    "%s: %s reset the connection during the TLS handshake: is that port "
+                    "TLS? (retrying)",
+                    self.client_id,
+                    self.address,
+                )
+            self._early_close = (
+                "it reset each connection during the TLS handshake: is that port TLS?"
+            )
+            return
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
             level,
@@ -359,6 +414,20 @@ class BusClient:
         self._subacks.release()  # the subscriptions are renewed on the next connect anyway
         if self._closing:
             log.info("%s: disconnected from %s", self.client_id, self.address)
+        elif not was_connected and not self._connack.is_set():
+            # closed between TCP connect and CONNACK: e.g. plain MQTT sent to a TLS port
+            if self._early_close is None:
+                log.warning(
+                    "%s: %s closed the connection before answering CONNECT (%s): is the "
+                    "port TLS (mqtts://)?",
+                    self.client_id,
+                    self.address,
+                    reason,
+                )
+            self._early_close = (
+                f"it closed each connection before answering ({reason}): is that port TLS "
+                "(mqtts://) or not MQTT?"
+            )
         elif was_connected:
             log.warning(
                 "%s: lost connection to %s (%s); reconnecting", self.client_id, self.address, reason
@@ -388,3 +457,24 @@ class BusClient:
                 handler(message)
             except Exception:
                 log.exception("%s: handler %r failed on %s", self.client_id, handler, topic)
+
+
+def tls_failure(exc: BaseException | None, broker: BrokerSettings) -> str | None:
+    """What went wrong in a TLS handshake, for a person; ``None`` if ``exc`` is not TLS's.
+
+    >>> from types import SimpleNamespace
+    >>> err = ssl.SSLCertVerificationError(1, "x")
+    >>> err.verify_message = "unable to get local issuer certificate"
+    >>> text = tls_failure(err, SimpleNamespace(ca_certs="ca.crt"))
+    >>> text.endswith("local issuer certificate (checked against ca.crt)")
+    True
+    """
+    against = getattr(broker, "ca_certs", "") or "the system's CA certificates"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = getattr(exc, "verify_message", "") or str(exc)
+        return f"TLS verification of the broker failed: {why} (checked against {against})"
+    if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "reason", None) or str(exc)
+        hint = " (is that port TLS?)" if why == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS handshake with the broker failed: {why}{hint}"
+    return None

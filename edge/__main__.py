@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         node.on_result = print_result
     signal.signal(signal.SIGTERM, node.request_stop)
     signal.signal(signal.SIGINT, node.request_stop)
+    # A refused password or a failed TLS check won't mend by retrying: stop, exit non-zero.
+    transport.on_refused(lambda _reason: node.request_stop())
     node.start()
+    if transport.refused is not None:
+        return _refused(node, transport)
     log.info(
         "edge %s: %s at %s fps → %s (model %s)",
         node.node,
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("source %s: %s", cfg.source, exc)
         node.close(drain_s=1.0)
         return 1
+    if transport.refused is not None:
+        return _refused(node, transport)
     node.close()
     log.info(
         "edge %s stopped: %d sent, %d results, latency %s",
@@ -89,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         node.status().latency_ms,
     )
     return 0
+
+
+def _refused(node: EdgeNode, transport: BusClient) -> int:
+    """Say why the broker would not have us, and give up (exit status 3)."""
+    print(
+        f"facewire edge: {transport.address} would not let node {node.node!r} in: "
+        f"{transport.refused}. Check broker.username (the node id), broker.password "
+        "(facewire nodes passwd) and, for mqtts://, broker.ca_certs.",
+        file=sys.stderr,
+    )
+    node.close(drain_s=0.0)
+    return 3
 
 
 if __name__ == "__main__":

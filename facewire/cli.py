@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("facewire.models.commands", "prepare, export and list model files"),
     "bench": ("facewire.bench.__main__", "benchmarks: embed, edge, classifier, pipeline"),
     "config": ("facewire.config.cli", "every setting (reference) or what a service would run with"),
+    "nodes": ("facewire.nodes_cli", "broker accounts, ACL and keys of nodes: add, remove, list"),
+    "certs": ("facewire.certs_cli", "a lab CA and TLS certificates for the broker and clients"),
 }
 
 
