@@ -54,7 +54,15 @@ class BrokerConfig:
     ca_certs: str = setting("", "CA certificate file to check the broker's (empty: the system's)")
     certfile: str = setting("", "client certificate file, for brokers that want one")
     keyfile: str = setting("", "private key of certfile")
-    tls_insecure: bool = setting(False, "do not check the broker's host name (testing only)")
+    tls_insecure: bool = setting(
+        False, "do not check that the broker's certificate names its host (testing only)"
+    )
+    tls_verify: bool = setting(
+        True,
+        "check the broker's TLS certificate against ca_certs and refuse it if it fails "
+        "(false: accept any certificate, testing only: anyone in between can read and "
+        "forge every message)",
+    )
     username: str = setting("", "MQTT username; an edge node's is its node id")
     password: str = setting("", "MQTT password", secret=True)
     keepalive: int = setting(30, "seconds between MQTT pings (0: none)", min=0, max=65535)

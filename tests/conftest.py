@@ -18,6 +18,7 @@ GALLERY_PEOPLE = ("ORL_s01", "ORL_s02", "ORL_s03")
 SLOW_MODULES = frozenset(
     {
         "test_bench",
+        "test_broker_auth",
         "test_client",
         "test_clip_export",
         "test_demo",
