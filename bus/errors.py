@@ -30,6 +30,14 @@ REASONS: dict[str, str] = {
     # the classifier's own refusals
     "wrong_model": "the vector's model id is not the gallery's",
     "queue_full": "the node's queue was full: its oldest message was dropped",
+    # sealed embeddings and signed results (bus.sealing)
+    "unsealed": "a plain embedding where the classifier takes sealed ones only",
+    "unknown_node": "no key is known for the topic's node (facewire nodes add)",
+    "bad_seal": "the sealed envelope is malformed or does not open with the node's key",
+    "stale": "the capture time is outside the freshness window (replayed, or a clock is off)",
+    "replayed": "this (seq, capture time) was classified before and its answer is gone",
+    "unsigned": "a result without the classifier's signature",
+    "bad_signature": "a result whose signature is not the classifier's",
 }
 
 
