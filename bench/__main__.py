@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "startup": ("facewire.bench.startup", "classifier ready time, cold and with a warm cache"),
     "gallery": ("facewire.bench.gallery", "search index by gallery size: build, memory, recall"),
+    "soak": ("facewire.bench.soak", "hours of traffic: RSS of classifier, monitor, broker; lost"),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -36,6 +37,7 @@ QUICK: dict[str, list[str]] = {
     "e2e": ["--seconds", "8"],
     "startup": ["--images", "200", "--restarts", "2"],
     "gallery": ["--sizes", "10000,100000", "--queries", "1000"],
+    "soak": ["--minutes", "1", "--sample-s", "15"],
 }
 
 
