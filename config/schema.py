@@ -444,6 +444,56 @@ class MonitorConfig:
         flag="--window",
         metavar="N",
     )
+    # The pages show who was where: off loopback they need a login (issue 12, item 8).
+    users: str = setting(
+        "",
+        "accounts that may log in, 'name:hash' separated by commas or spaces (a hash from "
+        "`facewire monitor hash-password`); any account or token turns the login on, and "
+        "the monitor refuses to serve on a non-loopback host without one",
+        secret=True,
+    )
+    users_file: str = setting(
+        "", "file of more accounts, one 'name:hash' per line ('#' comments)", metavar="PATH"
+    )
+    token: str = setting(
+        "",
+        "bearer token for scripts (Authorization: Bearer …), at least 16 characters; "
+        "like an account, it turns the login on",
+        secret=True,
+    )
+    secret_key: str = setting(
+        "",
+        "key that signs the login cookies (empty: one is made and kept in "
+        "monitor-secret.key next to db)",
+        secret=True,
+    )
+    session_hours: float = setting(12.0, "a login lasts this long, hours", gt=0, max=24 * 366)
+    login_per_min: int = setting(
+        10, "failed logins per client address per minute; more are refused (429)", min=1
+    )
+    teach_per_min: int = setting(
+        30, "POST /api/teach per client address per minute; more are refused (429)", min=1
+    )
+    # Old rows are who-was-where history nobody asked to keep.
+    retention_days: float = setting(
+        30.0,
+        "log rows older than this many days are deleted (checked hourly; SQLite "
+        "secure_delete overwrites them); 0 keeps them forever",
+        min=0,
+    )
+    max_nodes: int = setting(
+        1000,
+        "distinct node ids kept in memory; past it the least recently seen is forgotten "
+        "(any client can invent ids)",
+        min=1,
+        max=100_000,
+    )
+    late_after_s: float = setting(
+        5.0,
+        "a result received more than this many seconds after its capture (edge clock) "
+        "is shown as late",
+        gt=0,
+    )
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
 
 

@@ -10,6 +10,13 @@ locks. No request does unbounded work: every SQL query has a limit and an index,
 ``/healthz`` reads the trigger-kept row count (one row) instead of ``COUNT(*)``,
 ``/nodes`` makes one pass over the bounded window, the stream's backlog is at most
 ``MAX_LIMIT`` rows, and at most ``max_streams`` streams (each holds a thread) are open.
+Every response is bounded too: rows are capped per field where they are stored, a
+``raw`` page holds at most ``MAX_RAW_LIMIT`` rows, the state keeps at most
+``max_nodes`` nodes.
+
+Who may ask is :mod:`~facewire.monitor.auth`'s business: with an account or a token
+every route but ``/login`` and the static files needs a login (or the token), and
+``POST /api/teach`` also a CSRF token and its rate limit.
 """
 
 from __future__ import annotations
@@ -27,13 +34,18 @@ from facewire.bus import topics
 from facewire.bus.errors import WireError
 from facewire.bus.messages import UNKNOWN
 from facewire.bus.messages.gallery import name_problem
+from facewire.monitor.auth import Auth
 from facewire.monitor.state import State
 from facewire.monitor.store import NEAR_MARGIN, Store
 
-__all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT", "MAX_STREAMS"]
+__all__ = ["create_app", "MAX_LIMIT", "DEFAULT_LIMIT", "MAX_STREAMS", "LATE_AFTER_S"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: /log?raw=1 carries each row's message (up to a few KB): fewer rows per page.
+MAX_RAW_LIMIT = 200
+#: Default for ``late_after_s`` (config ``monitor.late_after_s``).
+LATE_AFTER_S = 5.0
 #: Open /log/stream connections at most; each one holds a server thread.
 MAX_STREAMS = 64
 #: SQLite's INTEGER range: a larger id or limit is a 400, not an OverflowError.
@@ -73,7 +85,7 @@ def _str_arg(name: str) -> str | None:
 
 
 def _sse(row: dict[str, Any]) -> str:
-    data = json.dumps(row, separators=(",", ":"))
+    data = json.dumps(row, separators=(",", ":"), allow_nan=False)
     return f"id: {row['id']}\nevent: detection\ndata: {data}\n\n"
 
 
@@ -88,6 +100,8 @@ def create_app(
     keepalive_s: float = 15.0,
     max_streams: int = MAX_STREAMS,
     teach: Teach | None = None,
+    auth: Auth | None = None,
+    late_after_s: float = LATE_AFTER_S,
 ) -> Flask:
     """The monitor's web app over ``store`` and ``state``.
 
@@ -95,8 +109,13 @@ def create_app(
     keeps proxies from timing the stream out and notices a client that went away.
     ``max_streams``: open ``/log/stream`` connections at most; more get a 503.
     ``teach``: how ``POST /api/teach`` reaches the classifier (without it: 503).
+    ``auth``: accounts and token (:class:`~facewire.monitor.auth.Auth`); without it
+    there is no login, so serve such an app on loopback only (the CLI checks).
+    ``late_after_s``: a row received more than this after its capture is ``late``.
     """
     app = Flask(__name__)
+    auth = auth if auth is not None else Auth()
+    auth.install(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["SSE_KEEPALIVE_S"] = keepalive_s
     app.config["SSE_MAX_STREAMS"] = max_streams
@@ -109,7 +128,12 @@ def create_app(
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"near_margin": NEAR_MARGIN}
+        return {"near_margin": NEAR_MARGIN, "late_after_s": late_after_s}
+
+    def with_late(row: dict[str, Any]) -> dict[str, Any]:
+        # A copy: rows from the window and the feed are shared.
+        delay = row.get("delay_s")
+        return {**row, "late": delay is not None and delay > late_after_s}
 
     # --- index and health ------------------------------------------------------------
 
@@ -149,6 +173,7 @@ def create_app(
             },
             "window": writer["window"],
             "nodes": len(state.nodes()),
+            "nodes_forgotten": state.nodes_forgotten,
             "errors": state.errors_total(),
             "malformed": state.malformed_total,
             "messages": state.counts(),
@@ -161,7 +186,11 @@ def create_app(
 
     @app.get("/log")
     def log_json() -> Response:
-        limit = min(_int_arg("limit", DEFAULT_LIMIT, minimum=1) or DEFAULT_LIMIT, MAX_LIMIT)
+        raw = request.args.get("raw", "") in ("1", "true", "yes")
+        limit = min(
+            _int_arg("limit", DEFAULT_LIMIT, minimum=1) or DEFAULT_LIMIT,
+            MAX_RAW_LIMIT if raw else MAX_LIMIT,
+        )
         # Read before the query: a client resuming the stream from last_id when no row
         # matched must not skip a row committed in between.
         last_id = store.last_id()
@@ -171,8 +200,9 @@ def create_app(
             limit=limit,
             since=_int_arg("since", minimum=0),
             before=_int_arg("before", minimum=0),
-            raw=request.args.get("raw", "") in ("1", "true", "yes"),
+            raw=raw,
         )
+        rows = [with_late(r) for r in rows]
         return jsonify(detections=rows, count=len(rows), limit=limit, last_id=last_id)
 
     @app.get("/log/html")
@@ -213,7 +243,7 @@ def create_app(
                 del rows[MAX_LIMIT:]
                 gap = {"since": after, "first": rows[-1]["id"]}
                 out.append(f"event: gap\ndata: {json.dumps(gap)}\n\n")
-            out.extend(_sse(row) for row in reversed(rows))  # oldest first
+            out.extend(_sse(with_late(row)) for row in reversed(rows))  # oldest first
             return out, rows[0]["id"] if rows else after
 
         def events() -> Iterator[str]:
@@ -239,7 +269,7 @@ def create_app(
                     if (node and row["node"] != node) or (name and row["name"] != name):
                         continue
                     sent = row["id"]
-                    yield _sse(row)
+                    yield _sse(with_late(row))
             finally:  # client gone (write failed) or server shutting down
                 store.feed.unlisten(listener)
 
@@ -280,7 +310,8 @@ def create_app(
             last_at[row["node"]] = row["received_at"]
             if row["stages_ms"] is not None and row["received_at"] >= now - window_s:
                 points.append([row["received_at"], row["stages_ms"]])
-            if row["node"] not in nodes:  # known only from the log (e.g. after a restart)
+            # Known only from the log (e.g. after a restart), within the state's cap.
+            if row["node"] not in nodes and len(nodes) < state.max_nodes:
                 nodes[row["node"]] = {
                     "node": row["node"],
                     "state": "unknown",
@@ -313,6 +344,12 @@ def create_app(
         """``{"node", "seq", "name", "wrong"}``: with ``wrong`` false, the classifier
         learns the sighting's face as ``name``; with ``wrong`` true, that it was *not*
         ``name``. The answer comes on ``/gallery/replies?request_id=``."""
+        # Counted before anything else: a flood of bad requests is a flood too.
+        wait = auth.teaching.take(request.remote_addr or "?")
+        if wait:
+            resp = jsonify(error=f"too many teach requests; retry in {wait:.0f} s")
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp, 429
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
             raise BadRequest("expected a JSON object {node, seq, name, wrong}")

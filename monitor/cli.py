@@ -28,6 +28,10 @@ and serves live pages:
 
 and JSON at /log, /log/stream, /nodes, /threshold_stats, /errors, /healthz.
 
+It serves 127.0.0.1 unless told otherwise; on any other address it needs an account
+(users: 'name:hash', the hash from `facewire monitor hash-password`) or a token, and
+refuses to start without one. Log rows older than retention_days are deleted.
+
 Settings come from the config file, then FACEWIRE_* environment variables
 (e.g. FACEWIRE_BROKER=mqtt://host:1883, FACEWIRE_PORT=8080), then these flags;
 every one is listed in docs/configuration.md."""
@@ -66,7 +70,69 @@ def load_config(args: argparse.Namespace) -> MonitorConfig:
     return config.load(MonitorConfig, path, overrides=overrides_from(args))
 
 
+def hash_password_main(argv: Sequence[str]) -> int:
+    """``facewire monitor hash-password [NAME]``: a password hash for ``users``."""
+    import getpass
+
+    from facewire.monitor.auth import hash_password
+
+    p = argparse.ArgumentParser(
+        prog="facewire monitor hash-password",
+        description="Print a password hash for the monitor's users setting (as NAME:hash "
+        "with NAME). Reads the password from the terminal (twice), or one line from stdin.",
+    )
+    p.add_argument("name", nargs="?", help="account name: print NAME:hash")
+    args = p.parse_args(argv)
+    if args.name is not None and (not args.name or any(c in args.name for c in ":, #\t\n")):
+        print("monitor: an account name has no ':', ',', '#' or spaces", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("monitor: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print("monitor: use a password of at least 8 characters", file=sys.stderr)
+        return 1
+    hashed = hash_password(password)
+    print(f"{args.name}:{hashed}" if args.name else hashed)
+    return 0
+
+
+def make_auth(cfg: MonitorConfig) -> Any:
+    """The login from ``cfg``; ``ValueError`` (the operator's message) for bad accounts
+    or a non-loopback host without any."""
+    from pathlib import Path
+
+    from facewire.monitor.auth import Auth, check_exposure, load_secret_key, parse_users
+
+    users = parse_users(cfg.users)
+    if cfg.users_file:
+        try:
+            text = Path(cfg.users_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"users_file: cannot read {cfg.users_file}: {exc}") from None
+        for name, stored in parse_users(text, cfg.users_file).items():
+            if name in users:
+                raise ValueError(f"account {name!r} is in both users and users_file")
+            users[name] = stored
+    check_exposure(cfg.host, users, cfg.token)
+    return Auth(
+        users,
+        cfg.token,
+        secret_key=load_secret_key(cfg.secret_key, cfg.db),
+        session_s=cfg.session_hours * 3600,
+        login_per_min=cfg.login_per_min,
+        teach_per_min=cfg.teach_per_min,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hash-password"]:
+        return hash_password_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -89,11 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facewire.monitor.store import Store
     from facewire.monitor.subscriber import Subscriber
 
-    store = Store(cfg.db, window=cfg.window)
-    state = State()
+    try:
+        auth = make_auth(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 2
+    store = Store(cfg.db, window=cfg.window, retention_days=cfg.retention_days)
+    state = State(max_nodes=cfg.max_nodes)
     subscriber = Subscriber(BusClient(cfg.broker, f"monitor-{os.getpid()}"), store, state)
     try:
-        app = create_app(store, state, teach=subscriber.teach)
+        app = create_app(
+            store, state, teach=subscriber.teach, auth=auth, late_after_s=cfg.late_after_s
+        )
         server = make_server(cfg.host, cfg.port, app, threaded=True)
     except OSError as exc:
         print(f"monitor: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)

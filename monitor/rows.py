@@ -35,7 +35,8 @@ _SCHEMA = (
     threshold   REAL,
     latency_ms  REAL,
     model       TEXT,
-    raw         TEXT    NOT NULL
+    raw         TEXT    NOT NULL,
+    captured_at REAL
 )""",
     "CREATE INDEX IF NOT EXISTS detections_node ON detections (node, id)",
     "CREATE INDEX IF NOT EXISTS detections_name ON detections (name, id)",
@@ -49,11 +50,16 @@ _SCHEMA = (
     BEGIN UPDATE detections_count SET n = n - 1; END""",
 )
 
-_COLUMNS = "id, received_at, node, seq, name, score, threshold, latency_ms, model"
+_COLUMNS = "id, received_at, node, seq, name, score, threshold, latency_ms, model, captured_at"
 _INSERT = (
     "INSERT INTO detections (received_at, node, seq, name, score, threshold, latency_ms,"
-    " model, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " model, raw, captured_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: What a row keeps of a result's lists and objects: any client can publish a result,
+#: and the decoder allows thousands of entries (issue 12: 1 MB results made 2.9 GB).
+MAX_NEIGHBOURS = 16
+MAX_TIMINGS = 32
+MAX_KEY = 48
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -132,12 +138,16 @@ def _make_row(
     threshold: float | None,
     stages: float | None,
     model: str | None,
+    captured_at: float | None = None,
 ) -> dict[str, Any]:
     """One detection as the JSON endpoints, the window and the feed show it.
 
     ``stages_ms`` is the sum of the result's stage durations (:func:`stages_ms`);
     ``latency_ms`` is the same value under its old name, kept for compatibility.
+    ``delay_s``: received (monitor clock) − captured (edge clock), ``None`` without a
+    capture time; the two clocks may differ by their skew.
     """
+    delay = None if captured_at is None else round(received_at - captured_at, 3)
     return {
         "id": rid,
         "received_at": received_at,
@@ -150,6 +160,8 @@ def _make_row(
         "latency_ms": stages,
         "model": model,
         "band": band(name, score, threshold),
+        "captured_at": captured_at,
+        "delay_s": delay,
     }
 
 
@@ -165,6 +177,7 @@ def _row(r: sqlite3.Row, raw: bool = False) -> dict[str, Any]:
         r["threshold"],
         r["latency_ms"],
         r["model"],
+        r["captured_at"],
     )
     if raw:
         row["result"] = json.loads(r["raw"])
@@ -183,7 +196,26 @@ def _values(row: dict[str, Any], raw: str) -> tuple[Any, ...]:
         row["stages_ms"],
         row["model"],
         raw,
+        row.get("captured_at"),
     )
+
+
+def _bounded(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``result`` with its lists and objects cut to what a row keeps (the top
+    :data:`MAX_NEIGHBOURS` neighbours, :data:`MAX_TIMINGS` timings with short keys):
+    what is stored per row stays a few KB whatever a client publishes."""
+    out = dict(result)
+    neighbours = out.get("neighbours")
+    if isinstance(neighbours, list) and len(neighbours) > MAX_NEIGHBOURS:
+        out["neighbours"] = neighbours[:MAX_NEIGHBOURS]
+    timings = out.get("timings")
+    if isinstance(timings, Mapping):
+        kept = [(k, v) for k, v in timings.items() if isinstance(k, str) and len(k) <= MAX_KEY]
+        out["timings"] = dict(kept[:MAX_TIMINGS])
+    for key, value in out.items():  # the decoder caps its strings; others are not ours
+        if isinstance(value, str) and len(value) > 1000:
+            out[key] = value[:1000]
+    return out
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
@@ -191,6 +223,9 @@ def _create_schema(db: sqlite3.Connection) -> None:
     try:
         for statement in _SCHEMA:
             db.execute(statement)
+        columns = {r[1] for r in db.execute("PRAGMA table_info(detections)")}
+        if "captured_at" not in columns:  # a log written before capture times were kept
+            db.execute("ALTER TABLE detections ADD COLUMN captured_at REAL")
         if db.execute("SELECT n FROM detections_count").fetchone() is None:
             # Once per database (a new one, or one from before the counter).
             db.execute("INSERT INTO detections_count (n) SELECT COUNT(*) FROM detections")

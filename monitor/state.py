@@ -9,6 +9,11 @@ writers, and every write is a few dict/deque operations under ``_lock`` (no I/O,
 it is safe on that thread). The web server's threads only read, through the methods
 below, which return copies taken under the same lock; everything they copy is
 bounded (``errors``, ``history`` and ``malformed`` are fixed-length deques).
+
+Any client may publish, so nothing here grows with what it sends: at most
+``max_nodes`` node ids are kept (the least recently seen is forgotten first, and
+counted), and every stored message is cut by :func:`bounded` (strings, lists and
+objects; the wire decoders already bound most fields).
 ``broker_connected``/``broker_address`` are set once by the subscriber at start.
 """
 
@@ -26,13 +31,45 @@ __all__ = ["State"]
 
 # A node whose last message is older than this is shown as stale on the pages.
 STALE_AFTER_S = 30.0
+#: Default for ``max_nodes`` (config ``monitor.max_nodes``).
+MAX_NODES = 1000
+#: What :func:`bounded` keeps: characters of a string, entries of a list or object.
+MAX_STR = 1000
+MAX_ITEMS = 4096
+
+
+def bounded(value: Any, max_str: int = MAX_STR, max_items: int = MAX_ITEMS, depth: int = 0) -> Any:
+    """A copy of a decoded JSON value with every string, list and object cut to size
+    (nesting past 8 levels becomes ``None``), so what a client publishes cannot grow
+    the monitor's memory or its responses."""
+    if isinstance(value, str):
+        return value if len(value) <= max_str else value[:max_str] + "…"
+    if depth > 8:
+        return None
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if len(out) >= max_items:
+                break
+            out[bounded(str(key), 64)] = bounded(item, max_str, max_items, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [bounded(v, max_str, max_items, depth + 1) for v in list(value)[:max_items]]
+    return value
 
 
 class State:
-    def __init__(self, errors: int = 200, history: int = 360, malformed: int = 50) -> None:
+    def __init__(
+        self, errors: int = 200, history: int = 360, malformed: int = 50, max_nodes: int = MAX_NODES
+    ) -> None:
+        if max_nodes < 1:
+            raise ValueError("max_nodes must be >= 1")
         self._lock = threading.Lock()
         self.started_at = time.time()
+        # In order of last touch (oldest first): the first is the one to forget.
         self._nodes: dict[str, dict[str, Any]] = {}
+        self.max_nodes = max_nodes
+        self._forgotten = 0
         self._history: dict[str, deque[tuple[float, float | None, float | None]]] = {}
         self._history_len = history
         self._classifier: dict[str, Any] | None = None
@@ -52,8 +89,15 @@ class State:
     # --- writes (from the MQTT thread) ------------------------------------------------
 
     def _node(self, node: str) -> dict[str, Any]:
-        entry = self._nodes.get(node)
-        if entry is None:
+        entry = self._nodes.pop(node, None)
+        if entry is not None:
+            self._nodes[node] = entry  # now the most recently seen
+        else:
+            while len(self._nodes) >= self.max_nodes:
+                oldest = next(iter(self._nodes))
+                del self._nodes[oldest]
+                self._history.pop(oldest, None)
+                self._forgotten += 1
             entry = self._nodes[node] = {
                 "node": node,
                 "state": "unknown",  # no status message seen yet
@@ -86,7 +130,7 @@ class State:
             entry["state"] = state if isinstance(state, str) and state else "unknown"
             # Merge: a last will ({"node", "state": "offline"}) keeps the last known
             # model, fps and latency on display.
-            entry["status"] = {**(entry["status"] or {}), **dict(status)}
+            entry["status"] = bounded({**(entry["status"] or {}), **dict(status)}, 200, 64)
             entry["status_at"] = at
             entry["last_seen"] = at
             lat = status.get("latency_ms")
@@ -110,12 +154,12 @@ class State:
 
     def classifier_status(self, status: Mapping[str, Any] | None, at: float | None = None) -> None:
         with self._lock:
-            self._classifier = dict(status) if status is not None else None
+            self._classifier = bounded(dict(status), 200) if status is not None else None
             self._classifier_at = (time.time() if at is None else at) if status else None
 
     def thresholds(self, stats: Mapping[str, Any] | None, at: float | None = None) -> None:
         with self._lock:
-            self._thresholds = dict(stats) if stats is not None else None
+            self._thresholds = bounded(dict(stats), 200) if stats is not None else None
             self._thresholds_at = (time.time() if at is None else at) if stats else None
 
     def error(self, node: str, payload: Mapping[str, Any], at: float | None = None) -> None:
@@ -124,7 +168,7 @@ class State:
             entry = self._node(node)
             entry["errors"] += 1
             entry["last_seen"] = at
-            self._errors.append({"received_at": at, **dict(payload), "node": node})
+            self._errors.append({"received_at": at, **bounded(dict(payload)), "node": node})
             self._errors_total += 1
 
     def malformed(self, topic: str, reason: str, payload: bytes, at: float | None = None) -> None:
@@ -134,13 +178,19 @@ class State:
             self._malformed.append(
                 {
                     "received_at": at,
-                    "topic": topic,
-                    "reason": reason,
+                    "topic": bounded(topic, 200),
+                    "reason": bounded(reason, 500),
                     "payload": payload[:200].decode("utf-8", "replace"),
                 }
             )
 
     # --- reads (snapshots for the web threads) ----------------------------------------
+
+    @property
+    def nodes_forgotten(self) -> int:
+        """Node ids dropped to stay within ``max_nodes``."""
+        with self._lock:
+            return self._forgotten
 
     @property
     def malformed_total(self) -> int:
@@ -185,7 +235,9 @@ class State:
     def gallery_reply(self, reply: Mapping[str, Any], at: float | None = None) -> None:
         """A ``faces/gallery/reply``: what an enrolment, correction or reload did."""
         with self._lock:
-            self._gallery_replies.append({"received_at": at or time.time(), **dict(reply)})
+            self._gallery_replies.append(
+                {"received_at": at or time.time(), **bounded(dict(reply), MAX_STR, 256)}
+            )
 
     def gallery_replies(self, request_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -54,6 +55,7 @@ from facewire.monitor.feed import Feed, Listener
 from facewire.monitor.rows import (
     _COLUMNS,
     NEAR_MARGIN,
+    _bounded,
     _create_schema,
     _int,
     _make_row,
@@ -92,11 +94,17 @@ class Store:
         readers: int = 4,
         busy_timeout: float = 5.0,
         sql_trace: Callable[[str], None] | None = None,
+        retention_days: float = 0.0,
+        retention_check_s: float = 3600.0,
     ) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
         if queue_size < 1 or batch < 1:
             raise ValueError("queue_size and batch must be >= 1")
+        if retention_days < 0 or retention_check_s <= 0:
+            raise ValueError("retention_days must be >= 0 and retention_check_s > 0")
+        # 0: keep forever. Rows older than this are deleted by the retention thread.
+        self.retention_s = retention_days * 86400.0
         self.path = str(path)
         self._memory = self.path == ":memory:"
         if not self._memory:
@@ -112,6 +120,9 @@ class Store:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows (retention, `facewire gallery forget`) are overwritten, not
+            # left readable in free pages.
+            self._db.execute("PRAGMA secure_delete=ON")
             _create_schema(self._db)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM detections ORDER BY id DESC LIMIT ?", (window,)
@@ -137,6 +148,16 @@ class Store:
             batch=batch,
             shared_lock=self._shared_lock if self._memory else None,
         )
+        self._retention_stop = threading.Event()
+        self._retention: threading.Thread | None = None
+        if self.retention_s > 0:
+            self._retention = threading.Thread(
+                target=self._retain,
+                args=(retention_check_s,),
+                name="monitor-store-retention",
+                daemon=True,
+            )
+            self._retention.start()
 
     # --- writing (the caller's thread: O(1), no SQLite) ------------------------------
 
@@ -157,6 +178,7 @@ class Store:
         if not node:
             raise ValueError("result has no 'node'")
         received_at = time.time() if received_at is None else float(received_at)
+        result = _bounded(result)
         row = _make_row(
             0,  # set by the writer after the insert
             received_at,
@@ -167,6 +189,7 @@ class Store:
             _num(result.get("threshold")),
             stages_ms(result.get("timings")),
             _text(result.get("model")),
+            _num(result.get("captured_at")),
         )
         # ensure_ascii (the default) also makes lone surrogates storable.
         raw = json.dumps(result, separators=(",", ":"), default=str)
@@ -212,7 +235,11 @@ class Store:
         The rows are shared with the window and the feed: read them, don't change them.
         """
         rows = self._writer.window()
-        return [r for r in rows if node is None or r["node"] == node]
+        # Rows past retention may linger in the window of a quiet log: not shown.
+        cutoff = time.time() - self.retention_s if self.retention_s else -math.inf
+        return [
+            r for r in rows if (node is None or r["node"] == node) and r["received_at"] >= cutoff
+        ]
 
     def query(
         self,
@@ -269,6 +296,9 @@ class Store:
         """Write what was handed in (waiting up to ``timeout``), then close everything.
 
         Rows still unwritten after that are counted as dropped and logged."""
+        self._retention_stop.set()
+        if self._retention is not None:
+            self._retention.join(self._busy_timeout + 5.0)
         # A writer inside SQLite's busy wait returns within busy_timeout.
         stopped = self._writer.stop(timeout, self._busy_timeout + 5.0)
         self.feed.close()
@@ -281,6 +311,69 @@ class Store:
             return
         with self._shared_lock:
             self._db.close()
+
+    # --- retention (its own thread and write connection) --------------------------------
+
+    def purge(self, now: float | None = None, batch: int = 2000) -> int:
+        """Delete the rows received more than ``retention_days`` before ``now``; returns
+        how many. Runs on the retention thread; callable from any thread (tests, a
+        one-off). Short transactions (``batch`` rows each), so the writer waits little."""
+        if not self.retention_s:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        if self._memory:
+            conn, own = self._db, False
+        else:
+            conn, own = self._connect(self.path), True
+            conn.execute("PRAGMA secure_delete=ON")
+        deleted = 0
+        try:
+            while not self._writer.closed:
+                with self._shared_lock if not own else contextlib.nullcontext():
+                    n = self._purge_batch(conn, cutoff, batch)
+                deleted += n
+                if n == 0:
+                    break
+            if deleted and own:
+                # Copy the overwritten pages into the database file, empty the WAL.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            if own:
+                conn.close()
+        if deleted:
+            log.info("monitor: deleted %d detections older than the retention", deleted)
+        return deleted
+
+    @staticmethod
+    def _purge_batch(db: sqlite3.Connection, cutoff: float, batch: int) -> int:
+        # Ids grow with time: look at the oldest `batch` rows only (no scan of the table).
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (top,) = db.execute(
+                "SELECT MAX(id) FROM (SELECT id, received_at FROM detections "
+                "ORDER BY id LIMIT ?) WHERE received_at < ?",
+                (batch, cutoff),
+            ).fetchone()
+            n = 0
+            if top is not None:
+                n = db.execute(
+                    "DELETE FROM detections WHERE id <= ? AND received_at < ?", (top, cutoff)
+                ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return max(0, n)
+
+    def _retain(self, every_s: float) -> None:
+        while True:
+            try:
+                self.purge()
+            except Exception:  # noqa: BLE001 - a locked or failing disk: try next time
+                log.exception("monitor: deleting old detections failed; retrying later")
+            if self._retention_stop.wait(every_s):
+                return
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -23,9 +23,11 @@ SLOW_MODULES = frozenset(
         "test_clip_export",
         "test_demo",
         "test_end_to_end",
+        "test_faults",
         "test_eval",
         "test_monitor",
         "test_monitor_browser",
+        "test_monitor_html",
         "test_packaging",
         "test_sface_prepare",
     }

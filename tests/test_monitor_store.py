@@ -58,6 +58,8 @@ def test_rows_survive_a_reopen(tmp_path: Path) -> None:
             "latency_ms": pytest.approx(10.75),  # the old name of stages_ms
             "model": "sface-1234",
             "band": "strong",
+            "captured_at": None,  # the result carried no capture time
+            "delay_s": None,
         }
         assert window[1]["node"] == "lobby" and window[1]["received_at"] == 1001.0
         # ids keep counting after the reopen and the raw payload is kept verbatim

@@ -55,6 +55,9 @@ const FW = (function () {
 
   async function getJSON(url) {
     const r = await fetch(url, { cache: "no-store" });
+    if (r.status === 401 && window.FACEWIRE.login) {  // the login ran out: log in again
+      window.location.assign(`${window.FACEWIRE.login}?next=${encodeURIComponent(location.pathname)}`);
+    }
     if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
     return r.json();
   }

@@ -20,7 +20,7 @@
   function row(d, fresh) {
     const tr = FW.el("tr", { class: `band-${d.band}${fresh ? " fresh" : ""}`, "data-id": d.id });
     tr.append(
-      FW.el("td", { title: FW.fmtDateTime(d.received_at) }, FW.fmtTime(d.received_at)),
+      timeCell(d),
       FW.el("td", {}, d.node),
       FW.el("td", { class: "name" }, d.name),
       FW.el("td", { class: "num" }, FW.fmtNum(d.score, 3)),
@@ -31,6 +31,20 @@
       teachCell(d),
     );
     return tr;
+  }
+
+  /* Received time, and a "late" badge for a result that came long after its capture
+     (edge clock vs this monitor's: a skew between them shows up here too). */
+  function timeCell(d) {
+    const td = FW.el("td", { title: FW.fmtDateTime(d.received_at) }, FW.fmtTime(d.received_at));
+    const limit = window.FACEWIRE.lateAfterS;
+    const late = d.late ?? (typeof d.delay_s === "number" && d.delay_s > limit);
+    if (late) {
+      td.append(FW.el("span", {
+        class: "late", title: `received ${FW.fmtNum(d.delay_s, 1)} s after capture (late: more than ${limit} s)`,
+      }, `late ${FW.fmtNum(d.delay_s, 1)} s`));
+    }
+    return td;
   }
 
   /* Buttons that teach the classifier from a sighting (POST /api/teach). */
@@ -57,7 +71,8 @@
     let sent;
     try {
       const r = await fetch(urls.teach, {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": window.FACEWIRE.csrf },
         body: JSON.stringify({ node: d.node, seq: d.seq, name, wrong }),
       });
       sent = await r.json();
