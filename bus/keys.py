@@ -35,6 +35,9 @@ from typing import TypeVar
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
+#: The secrets folder of a deployment (``$FACEWIRE_SECRETS_DIR`` overrides it); its
+#: ``keys/`` subfolder is the key folder.
+SECRETS_DIR = "deploy/secrets"
 CLASSIFIER_BOX = "classifier.box"
 CLASSIFIER_SIGN = "classifier.sign"
 PUB = ".pub"

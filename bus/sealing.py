@@ -73,6 +73,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from nacl.bindings import (
     crypto_box_beforenm,
@@ -85,6 +86,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from facewire.bus import codec
 from facewire.bus.errors import WireError
+from facewire.bus.keys import SECRETS_DIR, KeyRing, load_key
 
 MAGIC = b"FS"
 VERSION = 1
@@ -291,3 +293,39 @@ class ResultVerifier:
                 if len(self._roots) > self._remember:
                     self._roots.popitem(last=False)
         return body
+
+
+# -- the keys each service loads (``sealing.keys``: the folder ``facewire nodes`` fills) ---
+
+
+def key_folder(configured: str) -> Path:
+    """``sealing.keys``, else ``$FACEWIRE_SECRETS_DIR/keys``, else ``deploy/secrets/keys``."""
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("FACEWIRE_SECRETS_DIR") or SECRETS_DIR) / "keys"
+
+
+def edge_sealer(folder: Path, node: str) -> tuple[Sealer, ResultVerifier]:
+    """The edge's: its own key (``nodes/<id>.sign`` or ``<id>.sign``, as copied to the
+    node) sealing to the classifier's public key, and a check of the results."""
+    ring = KeyRing(folder)
+    own = ring.node_sign_path(node)
+    if not own.exists() and (folder / own.name).exists():
+        own = folder / own.name
+    return (
+        Sealer(load_key(own, SigningKey), ring.classifier_box_public()),
+        ResultVerifier(ring.classifier_verify_key()),
+    )
+
+
+def classifier_keys(folder: Path, window_s: float) -> tuple[Opener, ResultSigner, KeyRing]:
+    """The classifier's: its box key and every node's verify key (``reload_nodes``
+    re-reads them after ``facewire nodes add``), and its signing key."""
+    ring = KeyRing(folder)
+    opener = Opener(ring.classifier_box_private(), ring.node_verify_keys(), window_s)
+    return opener, ResultSigner(ring.classifier_signing_key()), ring
+
+
+def result_verifier(folder: Path) -> ResultVerifier:
+    """The monitor's or an integration's: the classifier's verify key."""
+    return ResultVerifier(KeyRing(folder).classifier_verify_key())

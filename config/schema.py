@@ -139,7 +139,8 @@ class DetectorConfig:
 class PipelineConfig:
     """Pixels → vectors, shared by the edge and the gallery builder."""
 
-    model: str = setting(
+    # the names of models.embedders' registry (a test keeps the two the same)
+    model: Literal["sface", "clip-vit-b32", "clip-vit-b32-int8"] = setting(
         "sface",
         f"embedder: sface, clip-vit-b32 or clip-vit-b32-int8 (`facewire models list`); "
         f"{MUST_AGREE}",
@@ -251,6 +252,34 @@ class SearchConfig:
 
 
 @dataclass
+class SealingConfig:
+    """Sealed embeddings and signed results (``bus.sealing``): on in deployment, where
+    ``facewire nodes`` made the keys; off for the demo's loopback broker."""
+
+    enabled: bool = setting(
+        False,
+        "edge: seal each embedding to the classifier and check the results' signatures; "
+        "classifier: take sealed embeddings only and sign results; monitor: show only "
+        "signed results",
+    )
+    keys: str = setting(
+        "",
+        "the key folder (facewire nodes init/add; empty: <secrets dir>/keys). The edge "
+        "needs classifier.box.pub, classifier.sign.pub and nodes/<id>.sign in it; the "
+        "classifier its own private keys and nodes/*.sign.pub; the monitor "
+        "classifier.sign.pub",
+        metavar="DIR",
+    )
+    window_s: float = setting(
+        30.0,
+        "classifier: refuse an embedding captured further than this from its own clock "
+        "(replays; keep the clocks in step, e.g. with NTP), seconds",
+        min=1.0,
+        max=86400.0,
+    )
+
+
+@dataclass
 class QualityConfig:
     """The quality gate: which detected faces are good enough to keep (enrolment).
 
@@ -339,6 +368,7 @@ class EdgeConfig:
     quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
+    sealing: SealingConfig = section(SealingConfig, "sealed embeddings, signed results")
 
 
 @dataclass
@@ -395,7 +425,8 @@ class ClassifierConfig:
     # 64 beat 32 (docs/benchmarks.md)
     batch_max: int = setting(64, "most queued messages searched in one FAISS call", min=1)
     stats_interval_s: float = setting(
-        2.0, "seconds between status and threshold statistics messages", gt=0
+        # not 0: a status per loop turn is thousands a second on the bus
+        2.0, "seconds between status and threshold statistics messages", min=0.1
     )
     stats_window: int = setting(
         1000, "recent queries kept for the live threshold statistics", min=1
@@ -428,6 +459,7 @@ class ClassifierConfig:
     track: TrackConfig = section(TrackConfig, "decisions over a track of frames")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
+    sealing: SealingConfig = section(SealingConfig, "sealed embeddings, signed results")
 
 
 @dataclass
@@ -495,6 +527,7 @@ class MonitorConfig:
         gt=0,
     )
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
+    sealing: SealingConfig = section(SealingConfig, "sealed embeddings, signed results")
 
 
 # The services, for the environment check (a variable must name a setting of one of

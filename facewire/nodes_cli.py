@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 
 from facewire.bus import accounts
-from facewire.bus.keys import KeyRing
+from facewire.bus.keys import SECRETS_DIR, KeyRing
+from facewire.monitor.auth import hash_password as hash_monitor_password
 
-DEFAULT_DIR = "deploy/secrets"
+DEFAULT_DIR = SECRETS_DIR
 RELOAD_HINT = (
     "reload the broker so it reads them: kill -HUP $(cat /run/mosquitto/mosquitto.pid), "
     "or under docker compose: docker compose kill -s HUP mosquitto"
@@ -38,6 +39,20 @@ class Secrets:
         self.acl = root / "broker" / "acl"
         self.keys = KeyRing(root / "keys")
         self.ca = root / "tls" / "ca.crt"
+        self.monitor_users = root / "monitor-users"
+
+    def env_file(self, service: str) -> Path:
+        """A service account's credentials as environment lines (docker compose's env_file)."""
+        return self.root / "env" / f"{service}.env"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
 
 def _yaml_str(value: str) -> str:
@@ -62,6 +77,9 @@ def edge_config(node: str, password: str, url: str, ca: str, s: Secrets, keys_at
         "# password (shown only now): keep it readable by the edge's user only (chmod 600).",
         f"node: {_yaml_str(node)}",
         *broker_yaml(url, node, password, ca),
+        "sealing:  # embeddings sealed to the classifier, results checked",
+        "  enabled: true",
+        f"  keys: {keys_at}",
         "# copy to the node, with these modes:",
         f"#   {s.keys.node_sign_path(node)} -> {keys_at}/{node}.sign  (600, this node only)",
         f"#   {KeyRing.public(s.keys.classifier_box_path)} -> {keys_at}/classifier.box.pub",
@@ -106,9 +124,26 @@ def ensure_services(s: Secrets, url: str, ca: str) -> str:
         password = accounts.new_password()
         entries[name] = accounts.hash_password(password)
         out += [f"# {name} service account: the broker section of its config (shown only now)"]
-        out += broker_yaml(url, name, password, ca) + [""]
+        out += broker_yaml(url, name, password, ca)
+        # the same credentials for docker compose (env_file), readable by the owner only
+        write_private(
+            s.env_file(name),
+            f"FACEWIRE_BROKER_USERNAME={name}\nFACEWIRE_BROKER_PASSWORD={password}\n",
+        )
+        if name in ("classifier", "monitor"):
+            out += ["sealing:", "  enabled: true", f"  keys: {s.keys.root}"]
+        out += [""]
     if out:
         accounts.write_passwords(s.passwd, entries)
+    if not s.monitor_users.exists():
+        # the monitor listens beyond loopback in compose, and then wants an account
+        login = accounts.new_password()
+        write_private(s.monitor_users, f"admin:{hash_monitor_password(login)}\n")
+        out += [
+            f"# the monitor's login (docker compose: {s.monitor_users}): admin / {login}",
+            "# (shown only now; facewire monitor hash-password makes more accounts)",
+            "",
+        ]
     if not s.acl.exists() or out:
         accounts.write_acl(s.acl, accounts.read_enrollers(s.acl))
     if s.keys.ensure_classifier():
@@ -216,9 +251,7 @@ def _run(args: argparse.Namespace, s: Secrets) -> int:
         if services:
             print(services)
         if args.out is not None:
-            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(config)
+            write_private(args.out, config)
             print(f"edge config of {node} written to {args.out}", file=sys.stderr)
         else:
             print(config, end="")

@@ -79,7 +79,21 @@ def test_env_names_are_unambiguous(service):
         (ClassifierConfig, {"batch_max": 0}, "batch_max = 0: expected a whole number >= 1"),
         (ClassifierConfig, {"queue_size": 0}, "queue_size = 0: expected a whole number >= 1"),
         (ClassifierConfig, {"queue_size": 2.7}, "queue_size = 2.7: expected a whole number >= 1"),
-        (ClassifierConfig, {"stats_interval_s": 0}, "stats_interval_s = 0: expected a number > 0"),
+        (
+            ClassifierConfig,
+            {"stats_interval_s": 0},
+            "stats_interval_s = 0: expected a number >= 0.1",
+        ),
+        (
+            ClassifierConfig,
+            {"stats_interval_s": 0.001},
+            "stats_interval_s = 0.001: expected a number >= 0.1",
+        ),
+        (
+            EdgeConfig,
+            {"pipeline": {"model": "sfac"}},
+            "pipeline.model = 'sfac': expected one of sface, clip-vit-b32, clip-vit-b32-int8",
+        ),
         (EdgeConfig, {"fps": True}, "fps = True: expected a number >= 0"),
         (EdgeConfig, {"fps": float("nan")}, "fps = nan: expected a number >= 0"),
         (EdgeConfig, {"node": True}, "node = True: expected a string"),
@@ -117,6 +131,14 @@ def test_wrong_values_name_key_value_and_what_is_allowed(cls, data, message):
         load(cls, data=data)
     assert str(err.value).startswith(f"data: {message}")
     assert "secret" not in str(err.value)
+
+
+def test_the_model_setting_names_exactly_the_models_there_are():
+    from facewire.config.fields import leaves
+    from facewire.models import embedders
+
+    (leaf,) = [x for x in leaves(EdgeConfig) if x.key == "pipeline.model"]
+    assert list(leaf.choices) == embedders.available()
 
 
 def test_yaml_errors_name_the_file(tmp_path):
