@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -36,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-embed every gallery image instead of using the cache",
     )
-    for key in ("broker.url", *PIPELINE_FLAGS, *SEARCH_FLAGS):
+    for key in ("broker.url", *PIPELINE_FLAGS, *SEARCH_FLAGS, "client_id"):
         add_setting_flag(p, key, cls=ClassifierConfig)
-    p.add_argument("--client-id", default=None, help="MQTT client id (default: classifier-<pid>)")
     return p
 
 
@@ -78,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         keeper.close()
         return 1
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: so only here, in main
-    transport = BusClient(cfg.broker, args.client_id or f"classifier-{os.getpid()}")
+    # a stable id and a persistent session: the broker keeps what arrives while it restarts
+    transport = BusClient(
+        cfg.broker,
+        cfg.client_id,
+        clean_start=cfg.session_expiry_s == 0,
+        session_expiry_s=cfg.session_expiry_s,
+    )
     service = ClassifierService(cfg, index, transport)
     service.start()
     reloader = Reloader(keeper, service).start()

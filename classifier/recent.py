@@ -54,3 +54,54 @@ class RecentVectors:
     def get(self, node: str, seq: int) -> Held | None:
         with self._lock:
             return self._items.get((node, seq))
+
+
+#: Nodes whose answers are kept; the least recently answered is forgotten beyond it
+#: (node ids are capped elsewhere too, but a cache must bound itself).
+ANSWER_NODES = 256
+
+
+class RecentAnswers:
+    """The last ``per_node`` result texts of each node, by seq, so a message sent again
+    (its result was lost on the way) is answered with the text it got instead of being
+    classified twice. Owned by the worker thread: no lock.
+
+    An entry answers only a message with the same capture time: an edge that restarted
+    numbers its messages from 1 again, and those are new.
+
+    >>> answers = RecentAnswers(per_node=2)
+    >>> for seq in (1, 2, 3):
+    ...     answers.add("door", seq, 100.0 + seq, f"result {seq}")
+    >>> answers.get("door", 1, 101.0), answers.get("door", 3, 103.0), answers.get("door", 3, 9.0)
+    (None, 'result 3', None)
+    """
+
+    def __init__(self, per_node: int = 512, nodes: int = ANSWER_NODES) -> None:
+        self.per_node = per_node
+        self.nodes = nodes
+        self._by_node: OrderedDict[str, OrderedDict[int, tuple[float, str]]] = OrderedDict()
+
+    def get(self, node: str, seq: int, captured_at: float) -> str | None:
+        kept = self._by_node.get(node)
+        if kept is None:
+            return None
+        hit = kept.get(seq)
+        return hit[1] if hit is not None and hit[0] == captured_at else None
+
+    def add(self, node: str, seq: int, captured_at: float, text: str) -> None:
+        if self.per_node <= 0:
+            return
+        by_node = self._by_node
+        kept = by_node.get(node)
+        if kept is None:
+            kept = by_node[node] = OrderedDict()
+            if len(by_node) > self.nodes:
+                by_node.popitem(last=False)
+        else:
+            by_node.move_to_end(node)
+        kept[seq] = (captured_at, text)
+        if len(kept) > self.per_node:
+            kept.popitem(last=False)
+
+    def __len__(self) -> int:
+        return sum(len(kept) for kept in self._by_node.values())

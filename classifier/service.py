@@ -45,7 +45,7 @@ from facewire.bus.messages import (
 from facewire.bus.result_text import ResultEncoder
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.queues import FairQueues
-from facewire.classifier.recent import RecentVectors
+from facewire.classifier.recent import RecentAnswers, RecentVectors
 from facewire.classifier.refusals import Refusals
 from facewire.classifier.search import Matcher, describe
 from facewire.classifier.thresholds import LiveThresholds
@@ -106,6 +106,8 @@ class ClassifierService:
         self.live = LiveThresholds(cfg.stats_window)
         self.refusals = Refusals()
         self.recent = RecentVectors(cfg.remember)
+        self.answers = RecentAnswers(cfg.recent_answers)
+        self.repeats = 0  # messages sent again, answered from self.answers (worker's)
         t = cfg.track
         self.tracker = (
             Tracker(t.gap_s, t.min_iou, t.min_similarity, t.min_frames) if t.enabled else None
@@ -123,7 +125,8 @@ class ClassifierService:
         self._result_topics: dict[str, str] = {}
         self._stop = threading.Event()
         self.bus = transport
-        self.client_id = transport.client_id
+        self.client_id = transport.client_id  # for logs only, never published (issue 12)
+        self.ready = threading.Event()  # set on the first connection
         offline = ClassifierStatus(state="offline").encode()
         transport.set_will(topics.CLASSIFIER_STATUS, offline, 1, True)
         self._threads: list[threading.Thread] = []
@@ -134,16 +137,34 @@ class ClassifierService:
         self.bus.subscribe(
             topics.shared(topics.EMBEDDINGS, self.cfg.group), self._on_embedding, qos=1
         )
+        self.bus.on_connection_change(self._on_connection)
         # keep retrying in the background: an unattended service outlives a broker restart
         self.bus.connect(wait=False)
         deadline = time.monotonic() + timeout
         while not self.bus.connected and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not self.bus.connected:
-            log.warning("broker %s not reachable yet; retrying in the background", self.bus.address)
         self.start_workers()
+        if not self.bus.connected:
+            # "ready" only once connected (issue 12): until then nothing can arrive
+            log.warning(
+                "broker %s not reachable yet; retrying in the background, ready once connected",
+                self.bus.address,
+            )
+        else:
+            self._say_ready()
         self.publish_status()
         self.publish_thresholds()
+        return self
+
+    def _on_connection(self, up: bool) -> None:
+        # the network thread: on the first connect after a start that could not connect
+        if up and not self.ready.is_set():
+            self._say_ready()
+
+    def _say_ready(self) -> None:
+        if self.ready.is_set():
+            return
+        self.ready.set()
         log.info(
             "classifier ready on %s: %d identities, %d vectors (%s), model %s",
             self.bus.address,
@@ -152,7 +173,6 @@ class ClassifierService:
             describe(self.index.matcher.index),
             self.index.model_id,
         )
-        return self
 
     def start_workers(self, stats: bool = True) -> None:
         """Start the worker thread (and the statistics one)."""
@@ -271,7 +291,32 @@ class ClassifierService:
 
     def classify(self, batch: list[tuple[str, Pending]]) -> None:
         """Search ``batch`` in one FAISS call and publish a result per message, in order,
-        in one socket write."""
+        in one socket write. A message sent again (same node, seq and capture time as
+        one answered recently, or as one earlier in the batch) gets the text its first
+        copy got, and is not classified again."""
+        answers = self.answers
+        # (node, message, its answer if known now: a fresh one may replace it below)
+        repeats: list[tuple[str, Pending, str | None]] = []
+        if answers.per_node > 0:
+            fresh = []
+            seen = set()
+            for item in batch:
+                msg = item[1].msg
+                key = (item[0], msg.seq, msg.captured_at)
+                if key in seen:
+                    repeats.append((item[0], item[1], None))
+                    continue
+                text = answers.get(item[0], msg.seq, msg.captured_at)
+                if text is not None:
+                    repeats.append((item[0], item[1], text))
+                else:
+                    seen.add(key)
+                    fresh.append(item)
+            if repeats:
+                batch = fresh
+                if not batch:
+                    self._answer_repeats(repeats)
+                    return
         started = time.perf_counter()
         index = self.index  # one consistent gallery for the whole batch
         found = index.matcher.match(np.stack([p.msg.vector for _, p in batch]))
@@ -332,7 +377,18 @@ class ClassifierService:
                 frames,
             )
             out.append((topic_of(node), text))
-        self.bus.publish_many(out)
+            if answers.per_node > 0:
+                answers.add(node, msg.seq, msg.captured_at, text)
+        if self.cfg.result_qos:
+            # QoS 1 so a persistent-session subscriber (the monitor) gets what was
+            # answered while it was away; one publish each (docs/benchmarks.md)
+            publish = self.bus.publish
+            for topic, text in out:
+                publish(topic, text, 1)
+        else:
+            self.bus.publish_many(out)
+        if repeats:
+            self._answer_repeats(repeats)
         for topic, event in events:
             self.bus.publish(topic, event, qos=1)
         done = time.perf_counter()
@@ -351,6 +407,16 @@ class ClassifierService:
         with self._rate_lock:
             self.processed += len(batch)
             self._rate.append((time.monotonic(), self.processed))
+
+    def _answer_repeats(self, repeats: list[tuple[str, Pending, str | None]]) -> None:
+        """Publish again the kept result of each message sent again."""
+        qos = self.cfg.result_qos
+        for node, p, text in repeats:
+            if text is None:  # a copy of one earlier in its batch
+                text = self.answers.get(node, p.msg.seq, p.msg.captured_at)
+            if text is not None:
+                self.bus.publish(self._result_topic(node), text, qos)
+        self.repeats += len(repeats)
 
     def _encoder_for(self, index: GalleryIndex) -> ResultEncoder:
         # one encoder per gallery: names and model are encoded once, not per message
@@ -393,7 +459,6 @@ class ClassifierService:
         by_node = self.refusals.by_node()
         return ClassifierStatus(
             state="online",
-            client_id=self.client_id,
             model=index.model_id,
             gallery=GalleryInfo(
                 identities=index.identities,

@@ -350,6 +350,27 @@ class EdgeConfig:
         5.0, "seconds between status messages (faces/<node>/status)", gt=0
     )
     qos: int = setting(1, "MQTT QoS of the embeddings", min=0, max=2)
+    # The result is the acknowledgement (issue 12): an embedding is kept until it comes.
+    resend_after_s: float = setting(
+        5.0,
+        "seconds without a result before an embedding is sent again (the wait doubles "
+        "with each try); the classifier answers a repeat from its recent answers",
+        gt=0,
+    )
+    resend_tries: int = setting(
+        4,
+        "most times one embedding is sent; after the last try's wait it is forgotten "
+        "and counted (unanswered in the status)",
+        min=1,
+        max=20,
+    )
+    buffer_max: int = setting(
+        1000,
+        "embeddings kept until their result arrives, sent or waiting for the broker "
+        "(~2 KB each); when full the oldest is dropped and counted (dropped_buffer)",
+        min=1,
+        max=500_000,
+    )
     gate_live: bool = setting(
         True,
         "apply the quality gate (quality.*) to live frames: a face that fails it is "
@@ -455,6 +476,34 @@ class ClassifierConfig:
         "being copied are not embedded half-written)",
         min=0,
     )
+    # A stable id and a persistent session: what arrives while it restarts is kept for
+    # it. Never published (someone connecting with it would take the session over).
+    client_id: str = setting(
+        "facewire-classifier",
+        "MQTT client id; give each replica of a --group its own",
+        flag="--client-id",
+    )
+    session_expiry_s: int = setting(
+        3600,
+        "seconds the broker keeps this classifier's session (subscriptions and the QoS 1 "
+        "embeddings sent meanwhile) while it is away (0: a clean session each time)",
+        min=0,
+        max=604_800,  # a week
+    )
+    result_qos: int = setting(
+        1,
+        "MQTT QoS of the results: 1 so a subscriber with a persistent session (the "
+        "monitor) gets what was answered while it was away; 0 sends a batch in one write",
+        min=0,
+        max=1,
+    )
+    recent_answers: int = setting(
+        512,
+        "recent results kept per node, so an embedding sent again (its result was lost) "
+        "is answered from them instead of being classified twice (0: none)",
+        min=0,
+        max=100_000,
+    )
     search: SearchConfig = section(SearchConfig, "k-NN search and voting")
     track: TrackConfig = section(TrackConfig, "decisions over a track of frames")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
@@ -475,6 +524,14 @@ class MonitorConfig:
         min=1,
         flag="--window",
         metavar="N",
+    )
+    client_id: str = setting("facewire-monitor", "MQTT client id (one per monitor)")
+    session_expiry_s: int = setting(
+        3600,
+        "seconds the broker keeps this monitor's session (subscriptions and the QoS 1 "
+        "results published meanwhile) while it is away (0: a clean session each time)",
+        min=0,
+        max=604_800,  # a week
     )
     # The pages show who was where: off loopback they need a login (issue 12, item 8).
     users: str = setting(

@@ -6,11 +6,17 @@ that latency, its fps and what it has sent; the broker publishes ``offline`` for
 if it dies (last will). At start it reads the classifier's retained status and says
 so if the gallery's model id is not its own (every message would be refused).
 
+Nothing is lost on the way (issue 12): the result is the acknowledgement. Each
+embedding stays in a bounded outbox (:mod:`facewire.edge.outbox`) until its result
+arrives, is kept unsent while the broker is away and sent in order when it is back,
+and is sent again when no result came in time.
+
 Threads and what each owns: the frame loop (:meth:`EdgeNode.run`) owns the pipeline,
 the dedup state, ``seq`` and ``sent``; the transport's delivery thread handles results
 and errors; the status thread publishes :meth:`EdgeNode.status`, reading windows and
-counters under their locks. :meth:`EdgeNode.close` joins the status thread before it
-publishes ``offline``, so no late ``online`` can follow it.
+counters under their locks, and sends again what the outbox says is due.
+:meth:`EdgeNode.close` joins the status thread before it publishes ``offline``, so no
+late ``online`` can follow it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from facewire.bus.transport import Message, Transport
 from facewire.config.schema import EdgeConfig
 from facewire.edge.dedup import Dedup
 from facewire.edge.named import NamedFaces
+from facewire.edge.outbox import Outbox
 from facewire.edge.quality import passes
 from facewire.edge.sources import Frame
 from facewire.models import Face, FacePipeline
@@ -39,6 +46,8 @@ log = logging.getLogger("facewire.edge")
 WARN_EVERY_S = 5.0
 #: How long start() waits for the classifier's retained status to compare model ids.
 MODEL_CHECK_S = 2.0
+#: How often the outbox is looked at for what is due to be sent (again).
+PUMP_EVERY_S = 0.1
 
 ResultHandler = Callable[[Result, "float | None"], None]
 
@@ -67,8 +76,16 @@ class EdgeNode:
         self.latency_ms = LatencyWindow(1000)  # capture → result
         self.publish_ms = LatencyWindow(1000)  # capture → published
         self.classifier_model: str | None = None  # from the classifier's retained status
-        self._inflight: dict[int, float] = {}  # seq → capture time (perf_counter)
-        self._lock = threading.Lock()  # _inflight, _frames, results, errors
+        topic = topics.embedding(self.node)
+        self.outbox = Outbox(
+            lambda payload: transport.publish(topic, payload, qos=cfg.qos),
+            lambda: transport.connected,
+            capacity=cfg.buffer_max,
+            resend_after_s=cfg.resend_after_s,
+            tries=cfg.resend_tries,
+        )
+        self._connected_at: float | None = None  # written by the delivery thread
+        self._lock = threading.Lock()  # _frames, results, errors
         self._frames: deque[float] = deque(maxlen=50)
         self._stop = threading.Event()
         self._classifier_seen = threading.Event()
@@ -79,7 +96,9 @@ class EdgeNode:
         transport.set_will(
             topics.status(self.node), EdgeStatus(self.node, "offline").encode(), 1, True
         )
-        transport.subscribe(topics.result(self.node), self._on_result, qos=0)
+        # QoS 1: a result is the acknowledgement; one the broker drops costs a resend
+        transport.subscribe(topics.result(self.node), self._on_result, qos=1)
+        transport.on_connection_change(self._on_connection)
         transport.subscribe(topics.error(self.node), self._on_error, qos=0)
         transport.subscribe(topics.event(self.node), self._on_event, qos=0)
         transport.subscribe(topics.CLASSIFIER_STATUS, self._on_classifier_status, qos=0)
@@ -101,14 +120,16 @@ class EdgeNode:
         self._status_thread.start()
         return self
 
+    def _on_connection(self, up: bool) -> None:
+        if up:  # the outbox sends what waited, and what a dead broker may have taken
+            self._connected_at = time.monotonic()
+
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
     def close(self, drain_s: float = 5.0) -> None:
         """Wait up to ``drain_s`` for outstanding results, say offline, disconnect."""
-        deadline = time.monotonic() + drain_s
-        while self._inflight and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.outbox.wait_empty(drain_s)
         self._stop.set()
         if self._status_thread is not None:
             self._status_thread.join(drain_s)
@@ -172,13 +193,8 @@ class EdgeNode:
             vector=face.embedding,
         )
         payload = codec.encode(msg)
-        with self._lock:
-            self._inflight[seq] = frame.captured_perf
-            if len(self._inflight) > 10_000:  # results that never came: forget the oldest
-                for k in list(self._inflight)[:1000]:
-                    del self._inflight[k]
-        self.bus.publish(topics.embedding(self.node), payload, qos=self.cfg.qos)
-        self.publish_ms.add((time.perf_counter() - frame.captured_perf) * 1000.0)
+        if self.outbox.put(seq, payload, frame.captured_perf):  # else buffered: the broker is away
+            self.publish_ms.add((time.perf_counter() - frame.captured_perf) * 1000.0)
         self.sent += 1
 
     # -- results and errors (delivery thread) ------------------------------------------------
@@ -197,8 +213,8 @@ class EdgeNode:
             self._warn("ignoring a result on %s: %s", m.topic, exc)
             return
         self.named.result(result)
+        captured = self.outbox.answered(result.seq)
         with self._lock:
-            captured = self._inflight.pop(result.seq, None)
             self.results += 1
         latency = None
         if captured is not None:
@@ -231,6 +247,7 @@ class EdgeNode:
         except WireError as exc:
             self._warn("ignoring the classifier status: %s", exc)
             return
+        self.outbox.classifier_online(status.state == "online")
         if status.model is None:  # its last will: nothing to compare
             return
         mine = self.pipeline.model_id
@@ -258,6 +275,7 @@ class EdgeNode:
     def status(self, state: str = "online") -> EdgeStatus:
         with self._lock:
             results, errors = self.results, len(self.errors)
+        dropped, resent, unanswered = self.outbox.counts()
         return EdgeStatus(
             node=self.node,
             state="offline" if state == "offline" else "online",
@@ -270,7 +288,10 @@ class EdgeNode:
             dropped_dedup=self.dedup.skipped,
             dropped_quality=self.dropped_quality,
             skipped_named=self.named.skipped,
-            buffered=self.bus.pending,
+            buffered=len(self.outbox),
+            dropped_buffer=dropped,
+            resent=resent,
+            unanswered=unanswered,
             errors=errors,
             ts=time.time(),
         )
@@ -279,8 +300,15 @@ class EdgeNode:
         self.bus.publish(topics.status(self.node), self.status().encode(), qos=1, retain=True)
 
     def _report(self) -> None:
-        while not self._stop.wait(self.cfg.status_interval_s):
+        next_status = time.monotonic() + self.cfg.status_interval_s
+        handled: float | None = None  # the connect whose resends went out
+        while not self._stop.wait(PUMP_EVERY_S):
             try:
-                self.publish_status()
+                at = self._connected_at
+                self.outbox.pump(reconnected_at=at if at != handled else None)
+                handled = at
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.cfg.status_interval_s
+                    self.publish_status()
             except Exception:
                 log.exception("publishing status failed")

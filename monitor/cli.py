@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -162,7 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     store = Store(cfg.db, window=cfg.window, retention_days=cfg.retention_days)
     state = State(max_nodes=cfg.max_nodes)
-    subscriber = Subscriber(BusClient(cfg.broker, f"monitor-{os.getpid()}"), store, state)
+    # a stable id and a persistent session: results published while it restarts are kept
+    bus = BusClient(
+        cfg.broker,
+        cfg.client_id,
+        clean_start=cfg.session_expiry_s == 0,
+        session_expiry_s=cfg.session_expiry_s,
+    )
+    subscriber = Subscriber(bus, store, state)
     try:
         app = create_app(
             store, state, teach=subscriber.teach, auth=auth, late_after_s=cfg.late_after_s

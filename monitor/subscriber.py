@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 
 from facewire.bus import topics
 from facewire.bus.errors import WireError
@@ -44,6 +45,11 @@ FILTERS = (
 )
 
 
+#: Results remembered to recognise one delivered twice (the classifier answers an
+#: embedding sent again with the text it gave the first time).
+SEEN_RESULTS = 20_000
+
+
 class Subscriber:
     """Feeds ``store`` and ``state`` from a transport. :meth:`handle` works without one."""
 
@@ -55,6 +61,8 @@ class Subscriber:
         self._last_warning = 0.0
         self._suppressed = 0
         self._subscribed = False
+        # (node, seq, captured_at) of the last results: the delivery thread's alone
+        self._seen: OrderedDict[tuple[str, int, float | None], None] = OrderedDict()
 
     # --- connection ------------------------------------------------------------------
 
@@ -69,12 +77,26 @@ class Subscriber:
         if client is None:
             raise RuntimeError("a Subscriber without a transport can only handle()")
         if not self._subscribed:
+            self._remember_logged()
             for flt in FILTERS:
                 client.subscribe(flt, self.handle, qos=1)
             self._subscribed = True
             self.state.broker_address = client.address
             self.state.broker_connected = lambda: bool(client.connected)
         client.connect(timeout=timeout, wait=wait)
+
+    def _remember_logged(self) -> None:
+        """The newest rows already in the log: a result the broker delivers again after
+        a restart (or an edge's repeat answered meanwhile) is not logged twice."""
+        rows = self.store.query(limit=SEEN_RESULTS)
+        if rows and "captured_at" not in rows[0]:  # rows without the column: from the message
+            rows = self.store.query(limit=SEEN_RESULTS, raw=True)
+            for row in rows:
+                result = row.get("result")
+                row["captured_at"] = result.get("captured_at") if isinstance(result, dict) else None
+        for row in reversed(rows):
+            if row.get("seq") is not None:
+                self._seen[(row["node"], row["seq"], row["captured_at"])] = None
 
     def teach(self, node: str, seq: int, name: str, wrong: bool) -> str:
         """Ask the classifier to name the sighting ``node``/``seq`` as ``name`` (an
@@ -145,6 +167,13 @@ class Subscriber:
             self.state.count("status")
         elif kind == "result":
             result = Result.decode(msg.payload)
+            key = (node, result.seq, result.captured_at)
+            if key in self._seen:  # the same answer again: logged once
+                self.state.count("result_repeat")
+                return
+            self._seen[key] = None
+            if len(self._seen) > SEEN_RESULTS:
+                self._seen.popitem(last=False)
             self.store.add(result.as_dict(), node=node, received_at=now)
             self.state.seen_result(node, at=now)
             self.state.count("result")

@@ -161,8 +161,11 @@ class EdgeStatus(JsonMessage):
     dropped_dedup: int | None = None
     dropped_quality: int | None = None  # faces the quality gate kept off the wire
     skipped_named: int | None = None  # faces not embedded: their track is named already
-    buffered: int | None = None
+    buffered: int | None = None  # embeddings kept until their result arrives
     errors: int | None = None
+    dropped_buffer: int | None = None  # the oldest kept, dropped because the buffer was full
+    resent: int | None = None  # embeddings sent again: no result came in time
+    unanswered: int | None = None  # forgotten after the last try brought no result
     ts: float | None = None
 
     @classmethod
@@ -181,6 +184,9 @@ class EdgeStatus(JsonMessage):
             skipped_named=f.integer("skipped_named", False),
             buffered=f.integer("buffered", False),
             errors=f.integer("errors", False),
+            dropped_buffer=f.integer("dropped_buffer", False),
+            resent=f.integer("resent", False),
+            unanswered=f.integer("unanswered", False),
             ts=f.number("ts", False),
         )
 
@@ -196,6 +202,9 @@ class EdgeStatus(JsonMessage):
             "skipped_named",
             "buffered",
             "errors",
+            "dropped_buffer",
+            "resent",
+            "unanswered",
             "ts",
         ):
             value = getattr(self, key)
