@@ -24,6 +24,7 @@ SLOW_MODULES = frozenset(
         "test_demo",
         "test_end_to_end",
         "test_faults",
+        "test_fuzz_live",
         "test_eval",
         "test_monitor",
         "test_monitor_browser",

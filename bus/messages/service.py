@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,24 @@ from facewire.bus.messages.fields import (
 
 
 SOURCES = ("auto", "default", "fixed")
+
+#: Nodes listed at most in each per-node map of the status (``queues``, ``dropped``,
+#: ``rejected_by_node``): those with the largest counts. Any client can invent node
+#: ids, and the status is retained and sent to every subscriber; ``rejected`` still
+#: counts every refusal.
+MAX_STATUS_NODES = 100
+
+
+def _largest(counts: Mapping[str, int], n: int = MAX_STATUS_NODES) -> dict[str, int]:
+    """``counts`` if it has at most ``n`` entries, else its ``n`` largest (by count,
+    then name), largest first.
+
+    >>> _largest({"a": 1, "b": 5, "c": 3}, 2)
+    {'b': 5, 'c': 3}
+    """
+    if len(counts) <= n:
+        return dict(counts)
+    return dict(heapq.nlargest(n, counts.items(), key=lambda item: (item[1], item[0])))
 
 
 def _source(f: _Fields, key: str = "source") -> str | None:
@@ -55,6 +74,9 @@ class ClassifierStatus(JsonMessage):
     """``faces/classifier/status`` (retained); its last will is ``{"state": "offline"}``.
 
     ``timings`` holds ``<stage>_ms_p50`` / ``_p99`` keys over the recent window.
+    Encoded, each per-node map lists at most :data:`MAX_STATUS_NODES` nodes (the
+    largest counts), so a flood of invented node ids cannot make the status grow
+    past what its own decoder accepts.
     """
 
     KIND: ClassVar[str] = "classifier status"
@@ -115,10 +137,10 @@ class ClassifierStatus(JsonMessage):
             "gallery": self.gallery.as_dict() if self.gallery is not None else None,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
-            "queues": dict(self.queues),
-            "dropped": dict(self.dropped),
+            "queues": _largest(self.queues),
+            "dropped": _largest(self.dropped),
             "rejected": self.rejected,
-            "rejected_by_node": dict(self.rejected_by_node),
+            "rejected_by_node": _largest(self.rejected_by_node),
             "bad_topics": self.bad_topics,
             "processed": self.processed,
             "messages_per_s": self.messages_per_s,
