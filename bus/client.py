@@ -28,6 +28,7 @@ Typical use::
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -49,6 +50,8 @@ from facewire.bus.transport import Handler, Message
 from facewire.bus.unacked import Unacknowledged
 
 log = logging.getLogger("facewire.bus")
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 #: QoS ≥ 1 publishes on the wire at once before paho queues further ones locally
 #: (paho's default is 20). Not higher: paho scans up to this many messages per PUBACK,
@@ -223,7 +226,13 @@ class BusClient:
         is queued in memory while disconnected and sent after the reconnect: its
         ``info.rc`` is then success and ``info.wait_for_publish()`` /
         ``info.is_published()`` follow the real acknowledgement.
+
+        A topic with a control character is a ``ValueError``: mosquitto would drop the
+        connection for it, and a QoS 1 message would be resent (and the connection
+        dropped) on every reconnect.
         """
+        if _CONTROL.search(topic):
+            raise ValueError(f"control character in the topic {topic!r}")
         info = self._client.publish(topic, payload, qos, retain)
         if qos > 0:
             if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
