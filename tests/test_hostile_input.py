@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from facewire.bus import codec, messages, topics
 from facewire.bus.errors import REASONS, WireError
 from facewire.bus.sealing import Opener, ResultSigner, ResultVerifier, Sealer
+from tests.test_protocol import examples
 
 QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON_TYPES = [
@@ -152,3 +153,15 @@ def test_any_bytes_are_a_sealed_message_or_a_reason(opener_and_sealer, payload):
 def test_any_bytes_are_a_signed_result_or_a_reason(payload):
     verifier = ResultVerifier(ResultSigner(SigningKey.generate()).verify_key)
     assert refused_with_a_known_reason(verifier.verify, payload) is None
+
+
+def test_oversized_json_and_long_keys_are_refused_before_they_cost_memory():
+    (text,) = [t for k, t in examples() if k == "Result"]
+    ok = json.loads(text)
+    huge = json.dumps(ok | {"pad": "x" * (1 << 20)})
+    with pytest.raises(WireError, match="bad_json.*at most"):
+        messages.Result.decode(huge)
+    long_key = json.dumps(ok | {"timings": {"k" * 65: 1.0}})
+    with pytest.raises(WireError, match="over 64 bytes"):
+        messages.Result.decode(long_key)
+    messages.Result.decode(json.dumps(ok | {"timings": {"k" * 64: 1.0}}))

@@ -26,6 +26,10 @@ MAX_MODEL = 64
 MAX_NAME = 128  # an identity's name
 MAX_TEXT = 1000  # free text: an error's detail, a version string
 MAX_ITEMS = 4096  # entries of any list or object in a message
+MAX_KEY = 64  # bytes of a key of a name → value object (node ids, stage names)
+#: A JSON message's size at most, checked before it is parsed (the deployment
+#: broker's max_packet_size is the same).
+MAX_PAYLOAD = 1 << 20
 
 
 T = TypeVar("T", bound="JsonMessage")
@@ -119,6 +123,7 @@ class _Fields:
         sub = self.obj(key)
         if sub is None:
             return {}
+        sub.short_keys(key)
         return {k: sub.integer(k) for k in sub.data}
 
     def numbers(self, key: str) -> dict[str, float | None]:
@@ -126,10 +131,20 @@ class _Fields:
         sub = self.obj(key)
         if sub is None:
             return {}
+        sub.short_keys(key)
         return {k: sub.number(k, required=False) for k in sub.data}
+
+    def short_keys(self, key: str) -> None:
+        for k in self.data:
+            if len(k.encode("utf-8", "surrogatepass")) > MAX_KEY:
+                raise WireError(
+                    "bad_field", f"{self.what}: a key of '{key}' is over {MAX_KEY} bytes"
+                )
 
 
 def _parse(payload: bytes | str, what: str) -> _Fields:
+    if len(payload) > MAX_PAYLOAD:
+        raise WireError("bad_json", f"{what}: {len(payload)} bytes, at most {MAX_PAYLOAD}")
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
         # NaN / Infinity are not JSON; an unknown value is null
