@@ -31,6 +31,7 @@ from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
 from facewire.bus.latency import LatencyWindow
 from facewire.bus.messages import ClassifierStatus, EdgeStatus, ErrorReport, Result, TrackEvent
+from facewire.bus.sealing import ResultVerifier, Sealer, edge_sealer, key_folder
 from facewire.bus.transport import Message, Transport
 from facewire.config.schema import EdgeConfig
 from facewire.edge.dedup import Dedup
@@ -76,6 +77,12 @@ class EdgeNode:
         self.latency_ms = LatencyWindow(1000)  # capture → result
         self.publish_ms = LatencyWindow(1000)  # capture → published
         self.classifier_model: str | None = None  # from the classifier's retained status
+        # sealed to the classifier, results checked (keys: facewire nodes add)
+        self.sealer: Sealer | None = None
+        self.verifier: ResultVerifier | None = None
+        if cfg.sealing.enabled:
+            self.sealer, self.verifier = edge_sealer(key_folder(cfg.sealing.keys), self.node)
+        self.forged = 0  # results refused: unsigned or not the classifier's signature
         topic = topics.embedding(self.node)
         self.outbox = Outbox(
             lambda payload: transport.publish(topic, payload, qos=cfg.qos),
@@ -193,6 +200,8 @@ class EdgeNode:
             vector=face.embedding,
         )
         payload = codec.encode(msg)
+        if self.sealer is not None:  # resent as it is: the classifier knows the repeat
+            payload = self.sealer.seal(payload)
         if self.outbox.put(seq, payload, frame.captured_perf):  # else buffered: the broker is away
             self.publish_ms.add((time.perf_counter() - frame.captured_perf) * 1000.0)
         self.sent += 1
@@ -208,8 +217,11 @@ class EdgeNode:
     def _on_result(self, m: Message) -> None:
         now = time.perf_counter()
         try:
-            result = Result.decode(m.payload)
+            payload = m.payload if self.verifier is None else self.verifier.verify(m.payload)
+            result = Result.decode(payload)
         except WireError as exc:
+            if exc.reason in ("unsigned", "bad_signature"):
+                self.forged += 1
             self._warn("ignoring a result on %s: %s", m.topic, exc)
             return
         self.named.result(result)
@@ -225,7 +237,8 @@ class EdgeNode:
 
     def _on_event(self, m: Message) -> None:
         try:
-            self.named.event(TrackEvent.decode(m.payload))
+            payload = m.payload if self.verifier is None else self.verifier.verify(m.payload)
+            self.named.event(TrackEvent.decode(payload))
         except WireError as exc:
             self._warn("ignoring a track event on %s: %s", m.topic, exc)
 
@@ -307,7 +320,9 @@ class EdgeNode:
                 at = self._connected_at
                 self.outbox.pump(reconnected_at=at if at != handled else None)
                 handled = at
-                if time.monotonic() >= next_status:
+                # while the broker is away a status would wait in the client's memory
+                # (unbounded); the first one after the reconnect says it all
+                if time.monotonic() >= next_status and self.bus.connected:
                     next_status = time.monotonic() + self.cfg.status_interval_s
                     self.publish_status()
             except Exception:
