@@ -17,9 +17,10 @@ another. The envelope on the wire::
 
 Freshness: the classifier refuses a message whose capture time is further than
 ``window_s`` from its own clock (``stale``), and remembers the (seq, capture time)
-pairs of each node within that window: one seen again is a *repeat*, answered from the
-recent answers when the classifier has one (an edge that resends) and otherwise
-refused as ``replayed``. The pair cannot be altered without breaking the box.
+pairs of each node within that window, with when each came first: one seen again is a
+*repeat*, answered from the recent answers when the classifier has one (an edge that
+resends) and otherwise refused as ``replayed``. The pair cannot be altered without
+breaking the box.
 
 **Results** (classifier → everyone): each result's JSON text gets a last field
 ``"sig"``: an Ed25519 signature by the classifier over the root of a hash tree of the
@@ -41,10 +42,10 @@ without the field, hashes it, climbs the path and checks the signature once per 
 >>> sealed = sealer.seal(codec.encode(msg))
 >>> sealed[:2], len(sealed) - len(codec.encode(msg))   # 2 + 1 + 24 + a 16-byte tag
 (b'FS', 43)
->>> opened, repeat = opener.open("door", sealed)
->>> opened.seq, repeat
-(1, False)
->>> opener.open("door", sealed)[1]         # the same message again: a repeat
+>>> opened, first_seen = opener.open("door", sealed)
+>>> opened.seq, first_seen                  # new
+(1, None)
+>>> opener.open("door", sealed)[1] is not None   # the same message again: a repeat
 True
 >>> try:
 ...     opener.open("porch", sealed)         # another node's topic, another key
@@ -134,9 +135,9 @@ class Opener:
         self.expected_dim = expected_dim
         self._lock = threading.Lock()
         self._shared: dict[str, bytes] = {}
-        # node → (seen (seq, captured_at) pairs, the same by capture time, [floor])
+        # node → ((seq, captured_at) → when first seen, the same by capture time, [floor])
         self._seen: dict[
-            str, tuple[set[tuple[int, float]], deque[tuple[float, int]], list[float]]
+            str, tuple[dict[tuple[int, float], float], deque[tuple[float, int]], list[float]]
         ] = {}
         self.set_node_keys(node_keys)
 
@@ -157,10 +158,16 @@ class Opener:
         return sorted(self._shared)
 
     def open(
-        self, node: str, payload: bytes, now: float | None = None
-    ) -> tuple[codec.EmbeddingMessage, bool]:
-        """(the message, whether this (seq, capture time) came before) or ``WireError``:
-        ``unsealed``, ``unknown_node``, ``bad_seal``, ``stale`` or a codec reason."""
+        self,
+        node: str,
+        payload: bytes,
+        now: float | None = None,
+        expected_dim: int | None = None,
+    ) -> tuple[codec.EmbeddingMessage, float | None]:
+        """(the message, when this (seq, capture time) came first if it came before,
+        else ``None``) or ``WireError``: ``unsealed``, ``unknown_node``, ``bad_seal``,
+        ``stale`` or a codec reason (``expected_dim``: the gallery's, as
+        ``codec.decode``)."""
         if payload[:2] != MAGIC:
             raise WireError("unsealed", "this classifier takes sealed embeddings only")
         if len(payload) < _HEAD + 16 or payload[2] != VERSION:
@@ -174,7 +181,7 @@ class Opener:
             raise WireError(
                 "bad_seal", f"the box does not open with {node!r}'s key: forged or damaged"
             ) from None
-        msg = codec.decode(inner, self.expected_dim)
+        msg = codec.decode(inner, expected_dim or self.expected_dim)
         if msg.node != node:
             raise WireError("bad_metadata", f"sealed by {node!r} but names {msg.node!r}")
         now = time.time() if now is None else now
@@ -188,25 +195,26 @@ class Opener:
             )
         return msg, self._remember(node, (msg.seq, msg.captured_at), now)
 
-    def _remember(self, node: str, pair: tuple[int, float], now: float) -> bool:
+    def _remember(self, node: str, pair: tuple[int, float], now: float) -> float | None:
         with self._lock:
-            seen, order, floor = self._seen.setdefault(node, (set(), deque(), [0.0]))
+            seen, order, floor = self._seen.setdefault(node, ({}, deque(), [0.0]))
             while order and order[0][0] < now - self.window_s:
                 captured, seq = order.popleft()
-                seen.discard((seq, captured))
-            if pair in seen:
-                return True
+                seen.pop((seq, captured), None)
+            first = seen.get(pair)
+            if first is not None:
+                return first
             if pair[1] <= floor[0]:  # older than what was forgotten to stay bounded
                 raise WireError(
                     "stale", "older than this node's remembered messages", node=node, seq=pair[0]
                 )
-            seen.add(pair)
+            seen[pair] = now
             order.append((pair[1], pair[0]))
             if len(order) > MAX_REMEMBERED:
                 captured, seq = order.popleft()
-                seen.discard((seq, captured))
+                seen.pop((seq, captured), None)
                 floor[0] = max(floor[0], captured)
-            return False
+            return None
 
 
 def _leaf(text: bytes) -> bytes:

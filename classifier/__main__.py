@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facewire import config
 from facewire.bus.client import BusClient
+from facewire.bus.sealing import classifier_keys, key_folder
 from facewire.classifier.keeper import EmptyGallery, GalleryKeeper, Reloader
 from facewire.classifier.service import GIL_SWITCH_INTERVAL_S, ClassifierService, GalleryIndex
 from facewire.config.cli import PIPELINE_FLAGS, SEARCH_FLAGS, add_setting_flag, overrides_from
@@ -68,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"facewire classifier: {exc}", file=sys.stderr)
         return 2
+    if cfg.sealing.enabled:  # before the gallery is built: a missing key is quick to say
+        try:
+            classifier_keys(key_folder(cfg.sealing.keys), cfg.sealing.window_s)
+        except ValueError as exc:
+            print(
+                f"facewire classifier: sealing.enabled, but {exc} (facewire nodes init)",
+                file=sys.stderr,
+            )
+            return 2
     keeper = GalleryKeeper(cfg, use_cache=not args.no_cache, progress=sys.stderr.isatty())
     try:
         index = keeper.build().index

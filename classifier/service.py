@@ -33,6 +33,7 @@ import numpy as np
 
 from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
+from facewire.bus.keys import KeyRing
 from facewire.bus.latency import LatencyWindow
 from facewire.bus.messages import (
     UNKNOWN,
@@ -43,6 +44,7 @@ from facewire.bus.messages import (
     TrackEvent,
 )
 from facewire.bus.result_text import ResultEncoder
+from facewire.bus.sealing import Opener, ResultSigner, classifier_keys, key_folder
 from facewire.bus.transport import Message, Transport
 from facewire.classifier.queues import FairQueues
 from facewire.classifier.recent import RecentAnswers, RecentVectors
@@ -53,6 +55,13 @@ from facewire.classifier.tracks import Tracker
 from facewire.config.schema import ClassifierConfig
 
 log = logging.getLogger("facewire.classifier")
+
+#: A sealed message seen before is a repeat the worker answers from its recent answers
+#: (or copies within its batch) when it came again within this long; later, with no
+#: answer kept, it is refused as replayed.
+REPEAT_GRACE_S = 2.0
+#: How often the nodes' keys are read again while running.
+KEYS_EVERY_S = 10.0
 
 
 @dataclass(slots=True)
@@ -108,6 +117,15 @@ class ClassifierService:
         self.recent = RecentVectors(cfg.remember)
         self.answers = RecentAnswers(cfg.recent_answers)
         self.repeats = 0  # messages sent again, answered from self.answers (worker's)
+        # sealed embeddings in, signed results out (sealing.enabled; facewire nodes)
+        self.opener: Opener | None = None
+        self.signer: ResultSigner | None = None
+        self._key_ring: KeyRing | None = None
+        self._keys_read = time.monotonic()
+        if cfg.sealing.enabled:
+            self.opener, self.signer, self._key_ring = classifier_keys(
+                key_folder(cfg.sealing.keys), cfg.sealing.window_s
+            )
         t = cfg.track
         self.tracker = (
             Tracker(t.gap_s, t.min_iou, t.min_similarity, t.min_frames) if t.enabled else None
@@ -229,7 +247,10 @@ class ClassifierService:
             self._refuse_topic(exc)
             return
         try:
-            msg = codec.decode(m.payload, self.index.matcher.dim)
+            if self.opener is not None:
+                msg = self._open(node, m.payload)
+            else:
+                msg = codec.decode(m.payload, self.index.matcher.dim)
             if msg.node != node:
                 raise WireError(
                     "bad_metadata",
@@ -255,6 +276,48 @@ class ClassifierService:
             )
             self._reject(node, "queue_full", detail, dropped.msg.seq)
 
+    def _open(self, node: str, payload: bytes) -> codec.EmbeddingMessage:
+        """A sealed embedding opened and checked (``bus.sealing``), or ``WireError``."""
+        assert self.opener is not None
+        dim = self.index.matcher.dim
+        try:
+            msg, first_seen = self.opener.open(node, payload, expected_dim=dim)
+        except WireError as exc:
+            # a node added since the keys were read: read them again (not on every
+            # message of an unknown sender)
+            if exc.reason != "unknown_node" or not self.reload_node_keys(min_age_s=5.0):
+                raise
+            msg, first_seen = self.opener.open(node, payload, expected_dim=dim)
+        if (
+            first_seen is not None
+            and time.time() - first_seen > REPEAT_GRACE_S
+            and self.answers.get(node, msg.seq, msg.captured_at) is None
+        ):
+            raise WireError(
+                "replayed",
+                f"seq {msg.seq} captured at {msg.captured_at:.3f} came before and its answer "
+                "is gone",
+                node=node,
+                seq=msg.seq,
+            )
+        return msg
+
+    def reload_node_keys(self, min_age_s: float = 0.0) -> bool:
+        """Read the nodes' keys again (``facewire nodes add|remove``); False if they were
+        read less than ``min_age_s`` ago or sealing is off."""
+        if self.opener is None or self._key_ring is None:
+            return False
+        now = time.monotonic()
+        if now - self._keys_read < min_age_s:
+            return False
+        self._keys_read = now
+        try:
+            self.opener.set_node_keys(self._key_ring.node_verify_keys())
+        except ValueError as exc:  # a damaged key file: keep the keys we have
+            log.error("could not read the nodes' keys: %s", exc)
+            return False
+        return True
+
     def _refuse_topic(self, exc: WireError) -> None:
         if self.refusals.topic(time.monotonic()):
             log.warning(
@@ -262,10 +325,16 @@ class ClassifierService:
             )
 
     def _reject(self, node: str, reason: str, detail: str, seq: int | None) -> None:
-        count, due = self.refusals.count(node, reason, time.monotonic())
+        now = time.monotonic()
+        count, due = self.refusals.count(node, reason, now)
         if not due:  # a flood must not become a flood of replies and log lines
             return
-        log.warning("refused a message from %s: %s (%s; %d so far)", node, reason, detail, count)
+        held = self.refusals.may_log(now)  # nor a thousand nodes' floods a log flood
+        if held is not None:
+            more = f"; {held} more refusals not logged" if held else ""
+            log.warning(
+                "refused a message from %s: %s (%s; %d so far%s)", node, reason, detail, count, more
+            )
         report = ErrorReport(node, reason, detail, count, seq=seq, ts=time.time())
         self.bus.publish(topics.error(node), report.encode(), qos=1)
 
@@ -377,8 +446,22 @@ class ClassifierService:
                 frames,
             )
             out.append((topic_of(node), text))
-            if answers.per_node > 0:
-                answers.add(node, msg.seq, msg.captured_at, text)
+        if self.signer is not None:  # one signature for the batch (bus.sealing)
+            signed = self.signer.sign([text.encode() for _, text in out])
+            out = [(topic, t.decode()) for (topic, _), t in zip(out, signed, strict=True)]
+            if events:
+                events = list(
+                    zip(
+                        [topic for topic, _ in events],
+                        self.signer.sign(
+                            [e.encode() if isinstance(e, str) else e for _, e in events]
+                        ),
+                        strict=True,
+                    )
+                )
+        if answers.per_node > 0:
+            for (node, p), (_, text) in zip(batch, out, strict=True):
+                answers.add(node, p.msg.seq, p.msg.captured_at, text)
         if self.cfg.result_qos:
             # QoS 1 so a persistent-session subscriber (the monitor) gets what was
             # answered while it was away; one publish each (docs/benchmarks.md)
@@ -506,8 +589,12 @@ class ClassifierService:
         """End the tracks nobody was seen in for a while: their ``left`` events."""
         if self.tracker is None:
             return
-        for e in self.tracker.expire():
-            self.bus.publish(topics.event(e.node), e.encode(), qos=1)
+        left = self.tracker.expire()
+        texts: list[bytes] = [e.encode().encode() for e in left]
+        if self.signer is not None and texts:
+            texts = self.signer.sign(texts)
+        for e, text in zip(left, texts, strict=True):
+            self.bus.publish(topics.event(e.node), text, qos=1)
 
     def _report(self) -> None:
         # tracks end within a fraction of their gap; statistics every stats_interval_s
@@ -520,5 +607,7 @@ class ClassifierService:
                     last = time.monotonic()
                     self.publish_status()
                     self.publish_thresholds()
+                    # nodes added or removed (facewire nodes) take effect without a restart
+                    self.reload_node_keys(min_age_s=KEYS_EVERY_S)
             except Exception:
                 log.exception("publishing statistics failed")

@@ -51,7 +51,9 @@ class BrokerConfig:
     host: str = setting("127.0.0.1", "broker host name or address")
     port: int = setting(1883, "broker port", min=1, max=65535)
     tls: bool = setting(False, "connect with TLS")
-    ca_certs: str = setting("", "CA certificate file to check the broker's (empty: the system's)")
+    ca_certs: str = setting(
+        "", "CA certificate file to check the broker's (empty: the system's); mqtts:// only"
+    )
     certfile: str = setting("", "client certificate file, for brokers that want one")
     keyfile: str = setting("", "private key of certfile")
     tls_insecure: bool = setting(

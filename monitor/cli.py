@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     from facewire.bus.client import BusClient
+    from facewire.bus.sealing import key_folder, result_verifier
     from facewire.monitor.app import create_app
     from facewire.monitor.state import State
     from facewire.monitor.store import Store
@@ -159,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return 2
+    try:  # only results signed by the classifier are shown
+        verifier = result_verifier(key_folder(cfg.sealing.keys)) if cfg.sealing.enabled else None
+    except ValueError as exc:
+        print(f"monitor: sealing.enabled, but {exc} (facewire nodes init)", file=sys.stderr)
+        return 2
     store = Store(cfg.db, window=cfg.window, retention_days=cfg.retention_days)
     state = State(max_nodes=cfg.max_nodes)
     # a stable id and a persistent session: results published while it restarts are kept
@@ -168,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clean_start=cfg.session_expiry_s == 0,
         session_expiry_s=cfg.session_expiry_s,
     )
-    subscriber = Subscriber(bus, store, state)
+    subscriber = Subscriber(bus, store, state, verifier)
     try:
         app = create_app(
             store, state, teach=subscriber.teach, auth=auth, late_after_s=cfg.late_after_s

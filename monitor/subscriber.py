@@ -27,6 +27,7 @@ from facewire.bus.messages import (
     Sighting,
     ThresholdStats,
 )
+from facewire.bus.sealing import ResultVerifier
 from facewire.bus.transport import Message, Transport
 from facewire.monitor.state import State
 from facewire.monitor.store import Store
@@ -53,8 +54,17 @@ SEEN_RESULTS = 20_000
 class Subscriber:
     """Feeds ``store`` and ``state`` from a transport. :meth:`handle` works without one."""
 
-    def __init__(self, transport: Transport | None, store: Store, state: State) -> None:
+    def __init__(
+        self,
+        transport: Transport | None,
+        store: Store,
+        state: State,
+        verifier: ResultVerifier | None = None,
+    ) -> None:
         self.client = transport
+        # with sealing on, a result (or event) not signed by the classifier is refused:
+        # logged as malformed, never shown as real
+        self.verifier = verifier
         self.store = store
         self.state = state
         self._log_lock = threading.Lock()
@@ -166,7 +176,8 @@ class Subscriber:
             self.state.node_status(node, edge.as_dict(), at=now)
             self.state.count("status")
         elif kind == "result":
-            result = Result.decode(msg.payload)
+            payload = msg.payload if self.verifier is None else self.verifier.verify(msg.payload)
+            result = Result.decode(payload)
             key = (node, result.seq, result.captured_at)
             if key in self._seen:  # the same answer again: logged once
                 self.state.count("result_repeat")

@@ -30,6 +30,7 @@ SLOW_MODULES = frozenset(
         "test_monitor_browser",
         "test_monitor_html",
         "test_packaging",
+        "test_sealed",
         "test_sface_prepare",
     }
 )

@@ -59,8 +59,8 @@ def test_a_sealed_message_opens_only_at_the_classifier_and_hides_the_vector(keys
     assert is_sealed(sealed) and not is_sealed(plain)
     # the vector's bytes appear nowhere in what the broker sees
     assert plain[-64:] not in sealed
-    msg, repeat = opener.open("door", sealed)
-    assert msg == codec.decode(plain) and repeat is False
+    msg, first_seen = opener.open("door", sealed)
+    assert msg == codec.decode(plain) and first_seen is None
     # sealing the same message twice gives different bytes (a random nonce)
     assert Sealer(door, box.public_key).seal(plain) != sealed
 
@@ -92,12 +92,12 @@ def test_stale_and_repeated_messages(keys):
     assert refused(opener, "door", seal(message(captured_at=now - 31)), now=now) == "stale"
     assert refused(opener, "door", seal(message(captured_at=now + 31)), now=now) == "stale"
     first = seal(message(seq=5, captured_at=now))
-    assert opener.open("door", first, now=now)[1] is False
-    # resent (re-sealed, as an edge resends) or replayed (the same bytes): a repeat
-    assert opener.open("door", first, now=now + 1)[1] is True
-    assert opener.open("door", seal(message(seq=5, captured_at=now)), now=now + 1)[1] is True
+    assert opener.open("door", first, now=now)[1] is None
+    # replayed (the same bytes) or sealed again: a repeat, with when it came first
+    assert opener.open("door", first, now=now + 1)[1] == now
+    assert opener.open("door", seal(message(seq=5, captured_at=now)), now=now + 1)[1] == now
     # the same seq at another capture time (an edge restarted): a new message
-    assert opener.open("door", seal(message(seq=5, captured_at=now + 2)), now=now + 2)[1] is False
+    assert opener.open("door", seal(message(seq=5, captured_at=now + 2)), now=now + 2)[1] is None
     # after the window the replay is stale, not new
     assert refused(opener, "door", first, now=now + 40) == "stale"
 
