@@ -527,7 +527,9 @@ class MonitorConfig:
         flag="--window",
         metavar="N",
     )
-    client_id: str = setting("facewire-monitor", "MQTT client id (one per monitor)")
+    client_id: str = setting(
+        "facewire-monitor", "MQTT client id (one per monitor)", flag="--client-id"
+    )
     session_expiry_s: int = setting(
         3600,
         "seconds the broker keeps this monitor's session (subscriptions and the QoS 1 "

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="YAML config (default: config/monitor.yaml of this install, if present)",
     )
-    for key in ("broker.url", "host", "port", "db", "window"):
+    for key in ("broker.url", "host", "port", "db", "window", "client_id"):
         add_setting_flag(p, key, cls=MonitorConfig)
     p.add_argument(
         "--connect-timeout",
