@@ -603,7 +603,10 @@ class ClassifierService:
         while not self._stop.wait(tick):
             try:
                 self.expire_tracks()
-                if time.monotonic() - last >= self.cfg.stats_interval_s:
+                # not while the broker is away: they would wait in the client's memory
+                # (unbounded) for a reconnect, after which the next one says it all
+                due = time.monotonic() - last >= self.cfg.stats_interval_s
+                if due and self.bus.connected:
                     last = time.monotonic()
                     self.publish_status()
                     self.publish_thresholds()

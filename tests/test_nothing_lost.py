@@ -20,7 +20,8 @@ from facewire.bus.messages import ClassifierStatus, EdgeStatus, Result
 from facewire.bus.transport import Message
 from facewire.classifier.search import Matcher
 from facewire.classifier.service import ClassifierService, GalleryIndex, Pending
-from facewire.config.schema import BrokerConfig, ClassifierConfig
+from facewire.config.schema import BrokerConfig, ClassifierConfig, EdgeConfig
+from facewire.edge.daemon import EdgeNode
 from facewire.edge.outbox import Outbox
 from facewire.monitor.state import State
 from facewire.monitor.store import Store
@@ -250,3 +251,28 @@ def test_the_monitor_logs_a_result_delivered_twice_once(tmp_path: Path) -> None:
         assert state.counts()["result_repeat"] == 1
     finally:
         store.close()
+
+
+def test_no_statuses_pile_up_while_the_broker_is_unreachable() -> None:
+    # a QoS 1 publish while disconnected waits in the client's memory, without limit
+    nobody = BrokerConfig(url=f"mqtt://127.0.0.1:{free_port()}")
+    cfg = ClassifierConfig(stats_interval_s=0.1, broker=nobody)
+    service = ClassifierService(cfg, toy_index(), BusClient(cfg.broker, "clf-away"))
+    service.start(timeout=0.2)
+    edge_cfg = EdgeConfig(node="door", status_interval_s=0.1, broker=nobody)
+    edge = EdgeNode(edge_cfg, BusClient(nobody, "edge-away"), pipeline=_Stub())  # type: ignore[arg-type]
+    edge.start(timeout=0.2)
+    try:
+        at_start = service.bus.pending, edge.bus.pending  # what start() said once
+        time.sleep(0.8)
+        assert (service.bus.pending, edge.bus.pending) == at_start
+    finally:
+        service.stop()
+        edge.close(drain_s=0.1)
+
+
+class _Stub:
+    model_id = MODEL
+
+    def close(self) -> None:
+        pass
