@@ -449,7 +449,9 @@ class ClassifierConfig:
     batch_max: int = setting(64, "most queued messages searched in one FAISS call", min=1)
     stats_interval_s: float = setting(
         # not 0: a status per loop turn is thousands a second on the bus
-        2.0, "seconds between status and threshold statistics messages", min=0.1
+        2.0,
+        "seconds between status and threshold statistics messages",
+        min=0.1,
     )
     stats_window: int = setting(
         1000, "recent queries kept for the live threshold statistics", min=1
