@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -122,11 +123,29 @@ def thread_cpu_s(thread: threading.Thread) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
-def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
-    """Feed ``payloads`` (cycled) for ``seconds`` to a service whose worker threads run
-    (``start_workers``); how many results went out, and what each thread spent."""
-    from facewire.bus.transport import Message
+class Feed:
+    """The messages fed, each once: the classifier answers a message it has seen
+    (same node, seq and capture time) from its recent answers without classifying it,
+    so replaying one would measure the cache, not the classifier."""
 
+    def __init__(self, payloads: list[tuple[str, bytes]]) -> None:
+        from facewire.bus.transport import Message
+
+        self.messages = [Message(topic, payload, False, 1) for topic, payload in payloads]
+        self.at = 0
+
+    def take(self) -> Any:
+        """The next message, or ``None`` when all were fed."""
+        if self.at >= len(self.messages):
+            return None
+        self.at += 1
+        return self.messages[self.at - 1]
+
+
+def measure(service: Any, feed: Feed, seconds: float) -> dict[str, Any]:
+    """Feed messages from ``feed`` for ``seconds`` (or until it runs out) to a service
+    whose worker threads run (``start_workers``); how many results went out, and what
+    each thread spent."""
     capacity = service.cfg.queue_size * NODES // 2
     stop = threading.Event()
     fed = [0]
@@ -145,31 +164,34 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
             calls[0] += 1
 
     matcher.match = timed_match  # instance attribute: this service's matcher only
-    messages = [Message(topic, payload, False, 1) for topic, payload in payloads]
     start_processed = service.processed
+    ran_out = [False]
 
     def feeder() -> None:
         # never more in flight than the fair queues hold: nothing is dropped
         t0 = time.thread_time()
         i = 0
-        n = len(messages)
         while not stop.is_set():
             if i - (service.processed - start_processed) >= capacity:
                 time.sleep(0.0002)
                 continue
-            service.handle(messages[i % n])
+            m = feed.take()
+            if m is None:
+                ran_out[0] = True
+                break
+            service.handle(m)
             i += 1
         fed[0] = i
         cpu["net"] = time.thread_time() - t0
 
     workers = {t.name: t for t in service.threads}
     before = {name: thread_cpu_s(t) for name, t in workers.items()}
-    feed = threading.Thread(target=feeder, name="feeder")
+    feeder_thread = threading.Thread(target=feeder, name="feeder")
     t_start = time.perf_counter()
-    feed.start()
-    time.sleep(seconds)
+    feeder_thread.start()
+    feeder_thread.join(seconds)
     stop.set()
-    feed.join()
+    feeder_thread.join()
     deadline = time.monotonic() + 30
     while service.processed - start_processed < fed[0] and time.monotonic() < deadline:
         time.sleep(0.0005)
@@ -193,6 +215,7 @@ def measure(service: Any, payloads: list[tuple[str, bytes]], seconds: float) -> 
         "dropped": sum(service.queues.drops().values()),
         "rejected": sum(service.refusals.by_node().values()),
         "elapsed_s": round(elapsed, 3),
+        "ran_out": ran_out[0],
     }
 
 
@@ -206,10 +229,11 @@ def run_service(
     service = ClassifierService(cfg, index, BusClient(cfg.broker, f"bench-classifier{tag}"))
     service.bus.connect()
     service.start_workers(stats=False)
+    feed = Feed(payloads)
     try:
         # warm-up: first FAISS calls, first JSON dumps, socket buffers
-        measure(service, payloads, min(0.3, seconds))
-        return measure(service, payloads, seconds)
+        measure(service, feed, min(0.3, seconds))
+        return measure(service, feed, seconds)
     finally:
         service.stop()
 
@@ -225,7 +249,15 @@ def _replica(
     probes = synthetic_probes(size, dim)
     matcher, _, _ = make_matcher(size, dim, cfg, cache, probes)
     index = GalleryIndex(matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "")
-    payloads = encode_payloads(index.model_id, probes)
+    sealers = None
+    if cfg.sealing.enabled:  # the keys bench_keys made, read from the folder
+        from facewire.bus.keys import KeyRing
+        from facewire.bus.sealing import Sealer
+
+        ring = KeyRing(Path(cfg.sealing.keys))
+        box = ring.classifier_box_public()
+        sealers = {f"node{n}": Sealer(ring.node_signing_key(f"node{n}"), box) for n in range(NODES)}
+    payloads = encode_payloads(index.model_id, probes, int(MAX_RATE * (seconds + 0.3)), sealers)
     start.wait()  # every replica measures at the same time
     out.put(run_service(cfg, index, payloads, seconds, tag=f"-{i}"))
 
@@ -263,13 +295,20 @@ def run_replicas(
     }
 
 
+#: The most embeddings/s a run is expected to reach: messages are made for this rate
+#: (each is fed once, see ``Feed``).
+MAX_RATE = 25_000
+
+
 def encode_payloads(
-    model_id: str, probes: np.ndarray, count: int = 2048
+    model_id: str, probes: np.ndarray, count: int = 2048, sealers: dict[str, Any] | None = None
 ) -> list[tuple[str, bytes]]:
-    """``count`` embedding messages from ``NODES`` nodes, as an edge would send them."""
+    """``count`` embedding messages from ``NODES`` nodes, as an edge would send them
+    (sealed to the classifier with ``sealers``: node → ``bus.sealing.Sealer``)."""
     from facewire.bus import codec, topics
 
     out = []
+    now = time.time()
     for i in range(count):
         node = f"node{i % NODES}"
         msg = codec.EmbeddingMessage(
@@ -279,13 +318,27 @@ def encode_payloads(
             face_index=0,
             bbox=(220, 140, 200, 200),
             model_id=model_id,
-            captured_at=time.time(),
+            captured_at=now,
             stages={"capture": 1.0, "detect": 4.0, "mesh": 6.0, "align": 0.3, "embed": 10.0},
             quality=(40000.0, 150.0, 120.0),
             vector=probes[i % len(probes)],
         )
-        out.append((topics.embedding(node), codec.encode(msg)))
+        payload = codec.encode(msg)
+        if sealers is not None:
+            payload = sealers[node].seal(payload)
+        out.append((topics.embedding(node), payload))
     return out
+
+
+def bench_keys(folder: Path) -> dict[str, Any]:
+    """A key folder with the classifier's keys and one per bench node; their sealers."""
+    from facewire.bus.keys import KeyRing
+    from facewire.bus.sealing import Sealer
+
+    ring = KeyRing(folder)
+    ring.ensure_classifier()
+    box = ring.classifier_box_public()
+    return {f"node{i}": Sealer(ring.make_node(f"node{i}"), box) for i in range(NODES)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="classify without decisions over tracks (to see what following faces costs)",
     )
+    p.add_argument(
+        "--sealed",
+        action="store_true",
+        help="sealed embeddings in, signed results out (sealing.enabled), to see what it costs",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -355,7 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.faiss_threads > 0:
         knobs["search.threads"] = args.faiss_threads
     rows: list[dict[str, Any]] = []
-    with Broker() as broker:
+    count = int(MAX_RATE * (args.seconds + 0.3))
+    sealers = None
+    keys = tempfile.TemporaryDirectory(prefix="facewire-bench-keys-")
+    if args.sealed:
+        sealers = bench_keys(Path(keys.name))
+        knobs |= {"sealing.enabled": True, "sealing.keys": keys.name, "sealing.window_s": 3600.0}
+    with keys, Broker() as broker:
         for dim in dims:
             for size in sizes:
                 base = config.load(
@@ -372,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                 index = GalleryIndex(
                     matcher, synthetic_model_id(dim), -(-size // SYNTHETIC_PER_ID), size, "bench"
                 )
-                payloads = encode_payloads(index.model_id, probes)
+                note(f"making {count:,} messages{' (sealed)' if sealers else ''} …")
+                payloads = encode_payloads(index.model_id, probes, count, sealers)
                 for batch_max in batch_maxes:
                     cfg = config.load(
                         ClassifierConfig,
@@ -400,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                         "index_build_s": round(built, 2) if built >= 0 else None,
                         "faiss_threads": args.faiss_threads or None,
                         "seconds": args.seconds,
+                        "sealed": args.sealed,
                     }
                     rows.append(row)
                     note(

@@ -6,7 +6,8 @@ is sampled every ``--sample-s`` and drawn as an SVG line chart, with what was lo
     facewire bench soak --minutes 60 --nodes 10 --fps 5 --out soak.svg
 
 A node keeps sending while nothing is lost; a result that never came counts as lost.
-The table has one row per sample; the JSON also carries the run's totals.
+The table has one row per sample, then one with the run's totals (sent, lost, the
+range of each RSS).
 """
 
 from __future__ import annotations
@@ -252,12 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.write_text(svg(samples, title))
         note(f"wrote {args.out}")
-    emit("soak", samples, COLUMNS, args.json, params=vars(args) | {"out": str(args.out)})
-    if args.json:
-        import json
-
-        print(json.dumps(totals))
-    else:
+    # the samples, then the run's totals as the last row
+    emit("soak", [*samples, totals], COLUMNS, args.json, params=vars(args) | {"out": str(args.out)})
+    if not args.json:
         print(" ".join(f"{k}={v}" for k, v in totals.items()))
     return 0 if totals["lost"] == 0 else 1
 

@@ -67,6 +67,7 @@ bad_signature
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -235,7 +236,7 @@ def _levels(leaves: list[bytes]) -> list[list[bytes]]:
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 class ResultSigner:
@@ -250,16 +251,19 @@ class ResultSigner:
         if not texts:
             return []
         levels = _levels([_leaf(t) for t in texts])
-        root = levels[-1][0]
-        signature = _b64(self._key.sign(root).signature)
+        signature = _b64(self._key.sign(levels[-1][0]).signature)
+        # every node's base64 once: each is on the path of many leaves
+        coded = [[_b64(h) for h in row] for row in levels[:-1]]
+        head = f'{SIG_FIELD.decode()}{{"s":"{signature}","i":'
         out = []
         for i, text in enumerate(texts):
             path, j = [], i
-            for row in levels[:-1]:
-                path.append(_b64(row[min(j ^ 1, len(row) - 1)]))
+            for row in coded:
+                path.append(row[min(j ^ 1, len(row) - 1)])
                 j //= 2
-            sig = json.dumps({"s": signature, "i": i, "p": path}, separators=(",", ":"))
-            out.append(text[:-1] + SIG_FIELD + sig.encode() + b"}")
+            quoted = '","'.join(path)
+            tail = f'{head}{i},"p":["{quoted}"]}}}}' if path else f'{head}{i},"p":[]}}}}'
+            out.append(text[:-1] + tail.encode())
         return out
 
 

@@ -79,16 +79,16 @@ class RecentAnswers:
     def __init__(self, per_node: int = 512, nodes: int = ANSWER_NODES) -> None:
         self.per_node = per_node
         self.nodes = nodes
-        self._by_node: OrderedDict[str, OrderedDict[int, tuple[float, str]]] = OrderedDict()
+        self._by_node: OrderedDict[str, OrderedDict[int, tuple[float, str | bytes]]] = OrderedDict()
 
-    def get(self, node: str, seq: int, captured_at: float) -> str | None:
+    def get(self, node: str, seq: int, captured_at: float) -> str | bytes | None:
         kept = self._by_node.get(node)
         if kept is None:
             return None
         hit = kept.get(seq)
         return hit[1] if hit is not None and hit[0] == captured_at else None
 
-    def add(self, node: str, seq: int, captured_at: float, text: str) -> None:
+    def add(self, node: str, seq: int, captured_at: float, text: str | bytes) -> None:
         if self.per_node <= 0:
             return
         by_node = self._by_node

@@ -448,7 +448,7 @@ class ClassifierService:
             out.append((topic_of(node), text))
         if self.signer is not None:  # one signature for the batch (bus.sealing)
             signed = self.signer.sign([text.encode() for _, text in out])
-            out = [(topic, t.decode()) for (topic, _), t in zip(out, signed, strict=True)]
+            out = list(zip([topic for topic, _ in out], signed, strict=True))
             if events:
                 events = list(
                     zip(
@@ -557,6 +557,7 @@ class ClassifierService:
             rejected=sum(by_node.values()),
             rejected_by_node=by_node,
             bad_topics=self.refusals.bad_topics,
+            repeats=self.repeats,
             processed=self.processed,
             messages_per_s=self.messages_per_s(),
             timings=timings,

@@ -94,6 +94,38 @@ def test_classifier_bench(tmp_path: Path) -> None:
     assert rows[2]["strangers_named"] <= rows[2]["strangers_named_exact"] + 0.01
 
 
+def test_classifier_bench_sealed(tmp_path: Path) -> None:
+    (row,) = bench(
+        tmp_path,
+        "classifier",
+        *("--sizes", "1000", "--dims", "128", "--batch", "32", "--seconds", "0.3", "--sealed"),
+        "--no-cache",
+    )
+    # every sealed message opened and answered, none refused, none a repeat
+    assert row["sealed"] is True and row["messages"] > 0
+    assert row["rejected"] == 0 and row["dropped"] == 0 and row["ran_out"] is False
+
+
+def test_soak_bench_samples_memory_and_loses_nothing(tmp_path: Path) -> None:
+    svg = tmp_path / "soak.svg"
+    rows = bench(
+        tmp_path,
+        "soak",
+        *("--minutes", "0.15", "--sample-s", "3", "--nodes", "2", "--fps", "5"),
+        *("--out", str(svg)),
+        timeout=300,
+    )
+    *samples, totals = rows  # the samples, then the run's totals
+    assert len(samples) >= 3 and totals["bench"] == "soak"
+    assert totals["sent"] >= 2 * 5 * 9 * 0.8 and totals["lost"] == 0
+    assert totals["classifier_exit"] == 0 and totals["monitor_exit"] == 0
+    for s in samples:
+        assert s["classifier_rss_mb"] > 10 and s["monitor_rss_mb"] > 10
+    assert samples[-1]["answered"] == totals["sent"]
+    text = svg.read_text()
+    assert text.startswith("<svg") and text.count("<polyline") == 3
+
+
 def test_classifier_bench_replicas(tmp_path: Path) -> None:
     (row,) = bench(
         tmp_path,

@@ -91,6 +91,7 @@ class ClassifierStatus(JsonMessage):
     rejected: int | None = None
     rejected_by_node: Mapping[str, int] = field(default_factory=dict)
     bad_topics: int | None = None  # embeddings on a topic with no valid node id
+    repeats: int | None = None  # embeddings sent again, answered from the recent answers
     processed: int | None = None
     messages_per_s: float | None = None
     timings: Mapping[str, float | None] = field(default_factory=dict)
@@ -120,6 +121,7 @@ class ClassifierStatus(JsonMessage):
             rejected=f.integer("rejected", False),
             rejected_by_node=f.counts("rejected_by_node"),
             bad_topics=f.integer("bad_topics", False),
+            repeats=f.integer("repeats", False),
             processed=f.integer("processed", False),
             messages_per_s=f.number("messages_per_s", False),
             timings=f.numbers("timings"),
@@ -142,6 +144,7 @@ class ClassifierStatus(JsonMessage):
             "rejected": self.rejected,
             "rejected_by_node": _largest(self.rejected_by_node),
             "bad_topics": self.bad_topics,
+            "repeats": self.repeats,
             "processed": self.processed,
             "messages_per_s": self.messages_per_s,
             "timings": dict(self.timings),
