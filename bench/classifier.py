@@ -382,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify without decisions over tracks (to see what following faces costs)",
     )
     p.add_argument(
+        "--result-qos",
+        type=int,
+        choices=[0, 1],
+        default=None,
+        help="MQTT QoS of the results (default: the service's result_qos, 1)",
+    )
+    p.add_argument(
         "--sealed",
         action="store_true",
         help="sealed embeddings in, signed results out (sealing.enabled), to see what it costs",
@@ -410,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_tracks:
         knobs["track.enabled"] = False
+    if args.result_qos is not None:
+        knobs["result_qos"] = args.result_qos
     if args.faiss_threads > 0:
         knobs["search.threads"] = args.faiss_threads
     rows: list[dict[str, Any]] = []

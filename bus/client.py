@@ -242,8 +242,9 @@ class BusClient:
             self._unacked.add(info)
         return info
 
-    def publish_many(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
-        """Publish ``(topic, payload)`` pairs at QoS 0, in order; returns how many went out.
+    def publish_many(self, messages: Sequence[tuple[str, bytes | str]], qos: int = 0) -> int:
+        """Publish ``(topic, payload)`` pairs at ``qos`` (0 or 1), in order; returns how
+        many went out (QoS 1: how many were accepted, as ``publish`` would).
 
         For a burst (the classifier's results for one batch): paho's ``publish`` wakes
         its network thread and writes one packet per call, ~20 µs of Python per message
@@ -253,6 +254,10 @@ class BusClient:
         """
         if not messages:
             return 0
+        if qos == 1:
+            return self._publish_many_qos1(messages)
+        if qos != 0:
+            raise ValueError(f"publish_many takes QoS 0 or 1, not {qos}")
         queue = getattr(self._client, "_packet_queue", None)
         if queue is None or not packets.BATCHED:  # another paho: one call each
             sent = 0
@@ -266,6 +271,49 @@ class BusClient:
         info = mqtt.MQTTMessageInfo(0)
         rc = queue(mqtt.PUBLISH, blob, 0, 0, info)
         return len(messages) if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else 0
+
+    def _publish_many_qos1(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
+        """QoS 1 publishes registered with paho as its own ``publish`` registers them
+        (so PUBACKs, resends after a reconnect and the in-flight window work as usual),
+        their packets written in one buffer. Falls back to ``publish`` per message for
+        another paho or while disconnected (paho then queues them itself)."""
+        c = self._client
+        needed = ("_out_message_mutex", "_out_messages", "_mid_generate", "_packet_queue")
+        if not packets.BATCHED or not c.is_connected() or not all(hasattr(c, n) for n in needed):
+            sent = 0
+            for topic, payload in messages:
+                sent += self.publish(topic, payload, 1).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            return sent
+        for topic, _ in messages:
+            if _CONTROL.search(topic):
+                raise ValueError(f"control character in the topic {topic!r}")
+        blob = bytearray()
+        accepted = []
+        with c._out_message_mutex:
+            for topic, payload in messages:
+                if 0 < c._max_queued_messages <= len(c._out_messages):
+                    break  # paho's own limit: what publish() would refuse
+                t = topic.encode("utf-8")
+                p = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+                mid = c._mid_generate()
+                m = mqtt.MQTTMessage(mid, t)
+                m.timestamp = time.monotonic()
+                m.payload, m.qos, m.retain, m.dup, m.properties = p, 1, False, False, None
+                c._out_messages[mid] = m
+                window = c._max_inflight_messages
+                if window == 0 or c._inflight_messages < window:
+                    c._inflight_messages += 1
+                    m.state = mqtt.mqtt_ms_wait_for_puback
+                    packets.append_qos1_publish(blob, t, mid, p)
+                else:  # past the in-flight window: paho sends it when a PUBACK frees one
+                    m.state = mqtt.mqtt_ms_queued
+                m.info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+                accepted.append(m.info)
+            if blob:
+                c._packet_queue(mqtt.PUBLISH, blob, 0, 0, mqtt.MQTTMessageInfo(0))
+        for info in accepted:
+            self._unacked.add(info)
+        return len(accepted)
 
     @property
     def unsent(self) -> int:

@@ -225,7 +225,11 @@ class MemoryTransport:
         elif qos > 0:
             self._held.append((topic, payload, qos, retain))
 
-    def publish_many(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
+    def publish_many(self, messages: Sequence[tuple[str, bytes | str]], qos: int = 0) -> int:
+        if qos == 1:  # held while disconnected, as publish holds them
+            for topic, payload in messages:
+                self.publish(topic, payload, 1)
+            return len(messages)
         if not self._connected:
             return 0
         for topic, payload in messages:

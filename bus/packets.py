@@ -44,3 +44,20 @@ def qos0_publishes(messages: Sequence[tuple[str, bytes | str]]) -> bytearray:
         blob.append(0)
         blob += p
     return blob
+
+
+def append_qos1_publish(blob: bytearray, topic: bytes, mid: int, payload: bytes) -> None:
+    """One QoS 1 PUBLISH (no retain, not a duplicate) with packet id ``mid``.
+
+    >>> blob = bytearray()
+    >>> append_qos1_publish(blob, b"a/b", 7, b"hi")
+    >>> bytes(blob)
+    b'2\\n\\x00\\x03a/b\\x00\\x07\\x00hi'
+    """
+    blob.append(0x32)
+    _pack_varint(blob, 2 + len(topic) + 2 + 1 + len(payload))
+    blob += _U16.pack(len(topic))
+    blob += topic
+    blob += _U16.pack(mid)
+    blob.append(0)
+    blob += payload

@@ -74,8 +74,9 @@ class Transport(Protocol):
         broker is away and sent on reconnect; QoS 0 is dropped then."""
         ...
 
-    def publish_many(self, messages: Sequence[tuple[str, bytes | str]]) -> int:
-        """``(topic, payload)`` pairs at QoS 0, in order, as one write; how many went."""
+    def publish_many(self, messages: Sequence[tuple[str, bytes | str]], qos: int = 0) -> int:
+        """``(topic, payload)`` pairs at ``qos`` (0 or 1), in order, as one write; how
+        many went (QoS 1: were accepted)."""
         ...
 
     def subscribe(
