@@ -12,6 +12,7 @@ from facewire import config
 from facewire.bus.client import BusClient
 from facewire.bus.sealing import classifier_keys, key_folder
 from facewire.classifier.keeper import EmptyGallery, GalleryKeeper, Reloader
+from facewire.classifier.metrics import MetricsServer
 from facewire.classifier.service import GIL_SWITCH_INTERVAL_S, ClassifierService, GalleryIndex
 from facewire.config.cli import PIPELINE_FLAGS, SEARCH_FLAGS, add_setting_flag, overrides_from
 from facewire.config.schema import ClassifierConfig
@@ -94,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         session_expiry_s=cfg.session_expiry_s,
     )
     service = ClassifierService(cfg, index, transport)
+    metrics = None
+    if cfg.metrics.enabled:
+        try:
+            metrics = MetricsServer.start(service, cfg.metrics)
+        except OSError as exc:  # the port taken: say so now, not on the first scrape
+            print(
+                f"facewire classifier: metrics on {cfg.metrics.host}:{cfg.metrics.port}: {exc} "
+                "(metrics.port, or metrics.enabled: false)",
+                file=sys.stderr,
+            )
+            keeper.close()
+            return 2
     service.start()
     reloader = Reloader(keeper, service).start()
     signal.signal(signal.SIGTERM, service.request_stop)
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     service.wait()
     reloader.stop()
     service.stop()
+    if metrics is not None:
+        metrics.stop()
     keeper.close()
     log.info("classifier stopped after %d messages", service.processed)
     return 0

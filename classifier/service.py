@@ -34,7 +34,6 @@ import numpy as np
 from facewire.bus import codec, topics
 from facewire.bus.errors import WireError
 from facewire.bus.keys import KeyRing
-from facewire.bus.latency import LatencyWindow
 from facewire.bus.messages import (
     UNKNOWN,
     Calibration,
@@ -46,6 +45,7 @@ from facewire.bus.messages import (
 from facewire.bus.result_text import ResultEncoder
 from facewire.bus.sealing import Opener, ResultSigner, classifier_keys, key_folder
 from facewire.bus.transport import Message, Transport
+from facewire.classifier.metrics import CountedWindow
 from facewire.classifier.queues import FairQueues
 from facewire.classifier.recent import RecentAnswers, RecentVectors
 from facewire.classifier.refusals import Refusals
@@ -133,10 +133,13 @@ class ClassifierService:
         #: (name, vector, model id) of a track confidently named (track.auto_enrol)
         self.on_auto_enrol: Callable[[str, np.ndarray, str], None] | None = None
         self.processed = 0
-        self._queue_ms = LatencyWindow(2000)
-        self._search_ms = LatencyWindow(2000)
-        self._publish_ms = LatencyWindow(2000)  # per batch: results built + sent
-        self._inside_ms = LatencyWindow(2000)  # per message: arrival → sent
+        # for /metrics (classifier.metrics): integer adds, the rest is read at scrape time
+        self.received = 0  # messages delivered (the delivery thread's)
+        self.named = 0  # of processed, those named (the worker's, under _rate_lock)
+        self._queue_ms = CountedWindow(2000)
+        self._search_ms = CountedWindow(2000)
+        self._publish_ms = CountedWindow(2000)  # per batch: results built + sent
+        self._inside_ms = CountedWindow(2000)  # per message: arrival → sent
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._rate_lock = threading.Lock()
         self._encoder: tuple[GalleryIndex, ResultEncoder] | None = None
@@ -241,6 +244,7 @@ class ClassifierService:
 
     def _on_embedding(self, m: Message) -> None:
         received = time.perf_counter()
+        self.received += 1
         try:
             node = topics.parse(m.topic, "embedding")
         except WireError as exc:
@@ -409,9 +413,11 @@ class ClassifierService:
         out = []
         events = []
         queue_ms_all = []
+        named = 0
         tracker, names = self.tracker, index.matcher.names
         for (node, p), winner, codes, sims, score, known in rows:
             msg = p.msg
+            named += known
             queue_ms = (started - p.received) * 1000.0
             queue_ms_all.append(queue_ms)
             track = frames = None
@@ -484,6 +490,7 @@ class ClassifierService:
         )
         with self._rate_lock:
             self.processed += len(batch)
+            self.named += named
             self._rate.append((time.monotonic(), self.processed))
 
     def _answer_repeats(self, repeats: list[tuple[str, Pending, str | None]]) -> None:

@@ -426,6 +426,23 @@ class TrackConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """The classifier's Prometheus endpoint: /metrics on a port of its own (docs/metrics.md)."""
+
+    enabled: bool = setting(True, "serve Prometheus metrics on host:port")
+    # loopback by default: the endpoint has no login (node ids and gallery size are in it)
+    host: str = setting("127.0.0.1", "address the metrics server binds")
+    port: int = setting(9464, "metrics HTTP port (0: any free one)", min=0, max=65535)
+    max_nodes: int = setting(
+        20,
+        "nodes named in per-node metrics (the deepest queues); the rest are summed as "
+        "node=other, so many nodes cannot make many series",
+        min=1,
+        max=1000,
+    )
+
+
+@dataclass
 class ClassifierConfig:
     """The classifier, ``facewire classifier``: gallery, then embeddings → names."""
 
@@ -513,6 +530,7 @@ class ClassifierConfig:
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
     sealing: SealingConfig = section(SealingConfig, "sealed embeddings, signed results")
+    metrics: MetricsConfig = section(MetricsConfig, "Prometheus metrics (/metrics)")
 
 
 @dataclass

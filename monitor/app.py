@@ -29,12 +29,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from facewire.bus import topics
 from facewire.bus.errors import WireError
 from facewire.bus.messages import UNKNOWN
 from facewire.bus.messages.gallery import name_problem
 from facewire.monitor.auth import Auth
+from facewire.monitor.metrics import MonitorMetrics
 from facewire.monitor.state import State
 from facewire.monitor.store import NEAR_MARGIN, Store
 
@@ -380,6 +382,16 @@ def create_app(
     def gallery_replies() -> Response:
         """The classifier's recent ``faces/gallery/reply`` messages, newest first."""
         return jsonify(replies=state.gallery_replies(_str_arg("request_id")))
+
+    # --- metrics ---------------------------------------------------------------------
+
+    metrics = MonitorMetrics(store, state)
+
+    @app.get("/metrics")
+    def metrics_text() -> Response:
+        """Prometheus text format (docs/metrics.md). Behind the login like every page:
+        Prometheus sends the bearer token."""
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
     # --- errors ----------------------------------------------------------------------
 
