@@ -25,7 +25,12 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "startup": ("facewire.bench.startup", "classifier ready time, cold and with a warm cache"),
     "gallery": ("facewire.bench.gallery", "search index by gallery size: build, memory, recall"),
+    "edge-cpu": (
+        "facewire.bench.edge_cpu",
+        "edge CPU per second of video, one person, skipping named faces off / on",
+    ),
     "soak": ("facewire.bench.soak", "hours of traffic: RSS of classifier, monitor, broker; lost"),
+    "screen": ("facewire.bench.screen", "frame → name painted in a headless browser on /log/html"),
 }
 
 #: ``all``: each bench with quick settings (minutes, not tens of minutes)
@@ -37,7 +42,9 @@ QUICK: dict[str, list[str]] = {
     "e2e": ["--seconds", "8"],
     "startup": ["--images", "200", "--restarts", "2"],
     "gallery": ["--sizes", "10000,100000", "--queries", "1000"],
+    "edge-cpu": ["--seconds", "5", "--warmup", "3"],
     "soak": ["--minutes", "1", "--sample-s", "15"],
+    "screen": ["--seconds", "8"],
 }
 
 

@@ -345,8 +345,20 @@ class EdgeConfig:
         max=2.0,
         flag="--dedup-distance",
     )
+    # below the classifier's track.gap_s (2 s): the track of someone standing still
+    # must not end between two sends
     dedup_seconds: float = setting(
-        3.0, "send the same face again after this many seconds", min=0.0, flag="--dedup-seconds"
+        1.5,
+        "send the same face again after this many seconds (keep it below the classifier's "
+        "track.gap_s)",
+        min=0.0,
+        flag="--dedup-seconds",
+    )
+    dedup_first: int = setting(
+        3,
+        "a new face's first frames sent before de-duplicating: the classifier decides on a "
+        "track after track.min_frames of them",
+        min=1,
     )
     status_interval_s: float = setting(
         5.0, "seconds between status messages (faces/<node>/status)", gt=0

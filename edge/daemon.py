@@ -67,7 +67,7 @@ class EdgeNode:
         self.cfg = cfg
         self.node = topics.check_node_id(cfg.node)
         self.pipeline = pipeline or FacePipeline(cfg.pipeline)
-        self.dedup = Dedup(cfg.dedup_distance, cfg.dedup_seconds)
+        self.dedup = Dedup(cfg.dedup_distance, cfg.dedup_seconds, first=cfg.dedup_first)
         self.named = NamedFaces(cfg.reembed_named_s, cfg.reembed_margin)
         self.dropped_quality = 0  # faces the quality gate kept off the wire
         self.seq = 0

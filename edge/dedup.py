@@ -1,42 +1,70 @@
 """Don't send the same face again and again while it stands in front of the camera.
 
+A new face's first ``first`` frames are all sent (the classifier decides on a track
+after ``track.min_frames`` of them); after that, a face within ``max_distance`` of the
+last one sent from about the same place is sent again only every ``max_age_s`` (keep
+it below the classifier's ``track.gap_s``, so the track of someone standing still goes
+on). A face not sent for ``1.5 × max_age_s`` (the person left) is forgotten: when it
+comes back it is new again.
+
 >>> import numpy as np
->>> d = Dedup(max_distance=0.15, max_age_s=3.0)
+>>> d = Dedup(max_distance=0.15, max_age_s=1.5, first=3)
 >>> v = np.array([1.0, 0.0], np.float32)
->>> d.should_send(v, (100, 100, 50, 50), now=0.0), d.should_send(v, (104, 98, 50, 50), now=1.0)
+>>> [d.should_send(v, (100, 100, 50, 50), now=t / 10) for t in range(5)]
+[True, True, True, False, False]
+>>> d.should_send(v, (104, 98, 50, 50), now=1.7), d.should_send(v, (104, 98, 50, 50), now=1.8)
 (True, False)
->>> d.should_send(v, (104, 98, 50, 50), now=3.5)
+>>> d.should_send(v, (104, 98, 50, 50), now=9.0)   # gone a while, back: new again
 True
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(slots=True)
+class _Sent:
+    vector: np.ndarray
+    place: tuple[float, float, float]  # centre x, y and size of the box
+    at: float
+    sends: int
 
 
 class Dedup:
     """Skip a face within ``max_distance`` (cosine) of the last one sent from about the
-    same place, unless ``max_age_s`` has passed since that one was sent."""
+    same place, unless it is among its first ``first`` or ``max_age_s`` has passed."""
 
-    def __init__(self, max_distance: float = 0.15, max_age_s: float = 3.0, slots: int = 16) -> None:
+    def __init__(
+        self, max_distance: float = 0.15, max_age_s: float = 1.5, slots: int = 16, first: int = 3
+    ) -> None:
         self.max_distance = max_distance
         self.max_age_s = max_age_s
         self.slots = slots
-        self._sent: list[tuple[np.ndarray, tuple[float, float, float], float]] = []
+        self.first = first
+        self._sent: list[_Sent] = []
         self.skipped = 0
 
     def should_send(self, vector: np.ndarray, box: tuple[int, int, int, int], now: float) -> bool:
         x, y, w, h = box
         cx, cy, size = x + w / 2.0, y + h / 2.0, float(max(w, h))
-        self._sent = [s for s in self._sent if now - s[2] < self.max_age_s]
-        for i, (vec, (px, py, psize), _) in enumerate(self._sent):
-            near = abs(cx - px) < 0.5 * max(size, psize) and abs(cy - py) < 0.5 * max(size, psize)
-            if near and 1.0 - float(vector @ vec) <= self.max_distance:
+        forget = 1.5 * self.max_age_s
+        self._sent = [s for s in self._sent if now - s.at < forget]
+        for i, s in enumerate(self._sent):
+            px, py, psize = s.place
+            reach = 0.5 * max(size, psize)
+            if abs(cx - px) >= reach or abs(cy - py) >= reach:
+                continue
+            if 1.0 - float(vector @ s.vector) <= self.max_distance:
+                if s.sends < self.first or now - s.at >= self.max_age_s:
+                    s.vector, s.place, s.at, s.sends = vector, (cx, cy, size), now, s.sends + 1
+                    return True
                 self.skipped += 1
                 return False
-            if near:  # a different face in that place: it replaces the old one
-                del self._sent[i]
-                break
-        self._sent.append((vector, (cx, cy, size), now))
+            del self._sent[i]  # a different face in that place: it replaces the old one
+            break
+        self._sent.append(_Sent(vector, (cx, cy, size), now, 1))
         del self._sent[: -self.slots]
         return True

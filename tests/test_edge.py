@@ -65,7 +65,7 @@ def test_missing_source_is_a_clear_error():
 
 
 def test_dedup_skips_the_same_face_in_the_same_place_until_it_is_old():
-    d = Dedup(max_distance=0.15, max_age_s=3.0)
+    d = Dedup(max_distance=0.15, max_age_s=3.0, first=1)
     a = np.array([1.0, 0.0, 0.0], np.float32)
     b = np.array([0.0, 1.0, 0.0], np.float32)
     box = (100, 100, 80, 80)
@@ -75,6 +75,21 @@ def test_dedup_skips_the_same_face_in_the_same_place_until_it_is_old():
     assert d.should_send(a, (400, 100, 80, 80), 1.6)  # same vector far away: another face
     assert d.should_send(a, box, 5.0)  # old enough to be sent again
     assert d.skipped == 1
+
+
+def test_dedup_sends_a_new_faces_first_frames_and_keeps_a_standing_track_going():
+    d = Dedup(max_distance=0.15, max_age_s=1.5, first=3)
+    a = np.array([1.0, 0.0, 0.0], np.float32)
+    box = (100, 100, 80, 80)
+    at = [t / 10 for t in range(60)]  # 10 fps for 6 s: someone standing still
+    sent = [t for t in at if d.should_send(a, box, t)]
+    # the first three frames (a track's decision needs three), then one every 1.5 s:
+    # never a gap of 2 s (the classifier's track.gap_s) between two
+    assert sent[:3] == [0.0, 0.1, 0.2]
+    assert all(later - earlier < 2.0 for earlier, later in zip(sent, sent[1:], strict=False))
+    assert len(sent) == 3 + 3  # 1.7 s, 3.2 s, 4.7 s
+    # gone for a while and back: a new face, its first frames sent again
+    assert [d.should_send(a, box, t) for t in (20.0, 20.1, 20.2, 20.3)] == [True] * 3 + [False]
 
 
 def test_edge_node_dedups_a_face_that_stays():
@@ -87,17 +102,18 @@ def test_edge_node_dedups_a_face_that_stays():
     node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
     try:
         frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
-        sent = [len(node.process(frame)) for _ in range(4)]
-        assert sent == [1, 0, 0, 0]
+        sent = [len(node.process(frame)) for _ in range(6)]
+        # its first dedup_first frames (3), for the classifier's track decision
+        assert sent == [1, 1, 1, 0, 0, 0]
         assert node.status().dropped_dedup == 3
         assert broker.settle()
-        assert len(sent_payloads) == 1
+        assert len(sent_payloads) == 3
         assert decode(sent_payloads[0]).node == "cam"
     finally:
         node.close(drain_s=0.1)
     # a clean stop leaves an offline status, retained, published after the last online one
     status = EdgeStatus.decode(broker.retained(topics.status("cam")) or b"")
-    assert status.state == "offline" and status.sent == 1
+    assert status.state == "offline" and status.sent == 3
 
 
 def test_edge_says_at_start_when_its_model_is_not_the_classifiers(caplog):
