@@ -207,14 +207,17 @@ class MonitorCollector(Collector):
         )
 
 
+_STAGE_KEYS = tuple((f"{stage}_ms", stage) for stage in STAGES)  # the results' JSON keys
+
+
 def _stage_values(result: Any, out: dict[str, list[float]]) -> None:
     """The stage timings of one logged result (ms → s) into ``out``, by stage."""
     timings = result.get("timings") if isinstance(result, dict) else None
     if not isinstance(timings, dict):
         return
-    for key, ms in timings.items():
-        stage = key[:-3] if isinstance(key, str) and key.endswith("_ms") else ""
-        if stage in STAGES and isinstance(ms, int | float) and not isinstance(ms, bool):
+    for key, stage in _STAGE_KEYS:
+        ms = timings.get(key)
+        if type(ms) is float or type(ms) is int:  # not None, a bool or a string
             out.setdefault(stage, []).append(ms / 1000.0)
 
 
