@@ -21,12 +21,14 @@ skip it; :func:`is_node_topic` does that test:
 
 from __future__ import annotations
 
+import hashlib
+
 from facewire.bus.errors import WireError
 
 PREFIX = "faces"
 
 #: Middle segments used by service-wide topics; never valid node ids.
-RESERVED_NODE_IDS = frozenset({"classifier", "stats", "gallery"})
+RESERVED_NODE_IDS = frozenset({"classifier", "stats", "gallery", "person"})
 
 #: Longest accepted node id, in bytes of UTF-8 (the embedding message's limit too).
 MAX_NODE_ID = 64
@@ -43,6 +45,14 @@ RESULTS = f"{PREFIX}/+/result"
 STATUSES = f"{PREFIX}/+/status"  # also matches CLASSIFIER_STATUS, see is_node_topic()
 ERRORS = f"{PREFIX}/+/error"
 EVENTS = f"{PREFIX}/+/event"
+
+#: Integrations (docs/protocol.md): intruder alerts, and per-person sightings
+ALERTS = f"{PREFIX}/alerts"
+PERSON_PREFIX = f"{PREFIX}/person"
+PEOPLE = f"{PERSON_PREFIX}/+"
+#: The last segments of ``faces/<node>/<kind>``: a slug is never one of them, so
+#: ``faces/person/<slug>`` never matches a ``faces/+/<kind>`` filter.
+NODE_KINDS = frozenset({"embedding", "result", "status", "error", "event"})
 
 _FORBIDDEN = frozenset("/+#$")
 
@@ -191,3 +201,58 @@ def unshared(topic_filter: str) -> str:
         if len(parts) == 3:
             return parts[2]
     return topic_filter
+
+
+# --- integrations ----------------------------------------------------------------------
+
+_SLUG_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+MAX_SLUG = 48
+
+
+def slug(text: str) -> str:
+    """``text`` as one safe topic level and Home Assistant object id: ``[A-Za-z0-9_-]``.
+
+    A name that is safe already is itself; any other (a space, an accent, a dot, over
+    48 characters, one of :data:`NODE_KINDS`) has the others replaced by ``_`` and a
+    short hash of the whole name appended, so two names never share a slug.
+
+    >>> slug("Alice"), slug("Zoë Smith"), slug("status")
+    ('Alice', 'Zo__Smith-20d880d2', 'status-073c1634')
+    """
+    if text and len(text) <= MAX_SLUG and set(text) <= _SLUG_OK and text not in NODE_KINDS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    safe = "".join(c if c in _SLUG_OK else "_" for c in text)[:MAX_SLUG].strip("_")
+    return f"{safe}-{digest}" if safe else digest
+
+
+def person(name: str) -> str:
+    """``faces/person/<slug of name>``: retained, the person's last sighting."""
+    return f"{PERSON_PREFIX}/{slug(name)}"
+
+
+def ha_last(node: str) -> str:
+    """``faces/<node>/ha/last``: retained, the node's last track decision, for Home
+    Assistant's sensors (plain JSON, never sealed)."""
+    return f"{_node_topic(node, 'ha')}/last"
+
+
+def ha_event(node: str) -> str:
+    """``faces/<node>/ha/event``: each track decision (arrived, changed), for Home
+    Assistant's event entity."""
+    return f"{_node_topic(node, 'ha')}/event"
+
+
+def ha_status(prefix: str) -> str:
+    """``<prefix>/status``: Home Assistant's birth (``online``) and will messages."""
+    return f"{prefix}/status"
+
+
+def ha_device_config(prefix: str, object_id: str) -> str:
+    """``<prefix>/device/<object_id>/config``: a device-based discovery message."""
+    return f"{prefix}/device/{object_id}/config"
+
+
+def ha_component_config(prefix: str, component: str, node_id: str, object_id: str) -> str:
+    """``<prefix>/<component>/<node_id>/<object_id>/config``: one entity's discovery."""
+    return f"{prefix}/{component}/{node_id}/{object_id}/config"

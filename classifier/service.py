@@ -45,6 +45,7 @@ from facewire.bus.messages import (
 from facewire.bus.result_text import ResultEncoder
 from facewire.bus.sealing import Opener, ResultSigner, classifier_keys, key_folder
 from facewire.bus.transport import Message, Transport
+from facewire.classifier.integrations import Integrations
 from facewire.classifier.metrics import CountedWindow
 from facewire.classifier.queues import FairQueues
 from facewire.classifier.recent import RecentAnswers, RecentVectors
@@ -150,6 +151,8 @@ class ClassifierService:
         self.ready = threading.Event()  # set on the first connection
         offline = ClassifierStatus(state="offline").encode()
         transport.set_will(topics.CLASSIFIER_STATUS, offline, 1, True)
+        # per-person topics, intruder alerts, Home Assistant (classifier.integrations)
+        self.integrations = Integrations(cfg, transport)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------------
@@ -159,6 +162,7 @@ class ClassifierService:
             topics.shared(topics.EMBEDDINGS, self.cfg.group), self._on_embedding, qos=1
         )
         self.bus.on_connection_change(self._on_connection)
+        self.integrations.start(str(n) for n in self.index.matcher.names)
         # keep retrying in the background: an unattended service outlives a broker restart
         self.bus.connect(wait=False)
         deadline = time.monotonic() + timeout
@@ -227,6 +231,7 @@ class ClassifierService:
         self.index = index
         self.publish_status()
         self.publish_thresholds()
+        self.integrations.set_people(str(n) for n in index.matcher.names)
 
     def request_stop(self, *_: object) -> None:
         """Ask ``wait()`` to return (safe from a signal handler)."""
@@ -412,6 +417,7 @@ class ClassifierService:
         now = time.time()
         out = []
         events = []
+        decided: list[TrackEvent] = []
         queue_ms_all = []
         named = 0
         tracker, names = self.tracker, index.matcher.names
@@ -430,6 +436,7 @@ class ClassifierService:
                 track, frames = seen.track, seen.frames
                 if seen.event is not None:
                     events.append((topics.event(node), seen.event.encode()))
+                    decided.append(seen.event)
                     self._maybe_auto_enrol(seen.event, index)
             text = encoder.encode(
                 node,
@@ -475,6 +482,8 @@ class ClassifierService:
             self._answer_repeats(repeats)
         for topic, event in events:
             self.bus.publish(topic, event, qos=1)
+        if decided:
+            self.integrations.on_events(decided)
         done = time.perf_counter()
         self._queue_ms.extend(queue_ms_all)
         self._publish_ms.add((done - begun) * 1000.0)
@@ -598,6 +607,7 @@ class ClassifierService:
             texts = self.signer.sign(texts)
         for e, text in zip(left, texts, strict=True):
             self.bus.publish(topics.event(e.node), text, qos=1)
+        self.integrations.on_events(left)
 
     def _report(self) -> None:
         # tracks end within a fraction of their gap; statistics every stats_interval_s
@@ -606,6 +616,7 @@ class ClassifierService:
         while not self._stop.wait(tick):
             try:
                 self.expire_tracks()
+                self.integrations.tick()
                 # not while the broker is away: they would wait in the client's memory
                 # (unbounded) for a reconnect, after which the next one says it all
                 due = time.monotonic() - last >= self.cfg.stats_interval_s

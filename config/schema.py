@@ -438,6 +438,43 @@ class TrackConfig:
 
 
 @dataclass
+class HomeAssistantConfig:
+    """Home Assistant MQTT discovery: a device per node, the classifier's, a tracker per person."""
+
+    enabled: bool = setting(
+        True,
+        "publish Home Assistant discovery (retained, removed when a node or person goes) "
+        "and the state topics its entities read",
+    )
+    prefix: str = setting(
+        "homeassistant", "Home Assistant's discovery prefix (its MQTT integration's setting)"
+    )
+    unknown_off_s: float = setting(
+        30.0,
+        "the 'unknown person present' sensor turns off this long after an unknown face's "
+        "last decision (off_delay), seconds",
+        gt=0,
+    )
+    away_after_s: float = setting(
+        600.0,
+        "a person no node has seen for this long is away: presence not_home, and "
+        "faces/person/<name> says event 'away', seconds",
+        gt=0,
+    )
+
+
+@dataclass
+class AlertsConfig:
+    """Intruder alerts on faces/alerts: a node sees unknown faces again and again."""
+
+    enabled: bool = setting(True, "publish intruder alerts on faces/alerts")
+    unknown_count: int = setting(
+        3, "unknown faces' track decisions on one node that make an alert", min=1
+    )
+    window_s: float = setting(60.0, "… within this many seconds", gt=0)
+
+
+@dataclass
 class MetricsConfig:
     """The classifier's Prometheus endpoint: /metrics on a port of its own (docs/metrics.md)."""
 
@@ -542,6 +579,8 @@ class ClassifierConfig:
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)
     sealing: SealingConfig = section(SealingConfig, "sealed embeddings, signed results")
+    homeassistant: HomeAssistantConfig = section(HomeAssistantConfig, "Home Assistant discovery")
+    alerts: AlertsConfig = section(AlertsConfig, "intruder alerts (faces/alerts)")
     metrics: MetricsConfig = section(MetricsConfig, "Prometheus metrics (/metrics)")
 
 

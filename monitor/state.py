@@ -60,7 +60,12 @@ def bounded(value: Any, max_str: int = MAX_STR, max_items: int = MAX_ITEMS, dept
 
 class State:
     def __init__(
-        self, errors: int = 200, history: int = 360, malformed: int = 50, max_nodes: int = MAX_NODES
+        self,
+        errors: int = 200,
+        history: int = 360,
+        malformed: int = 50,
+        max_nodes: int = MAX_NODES,
+        alerts: int = 50,
     ) -> None:
         if max_nodes < 1:
             raise ValueError("max_nodes must be >= 1")
@@ -82,6 +87,8 @@ class State:
         self._malformed_total = 0
         self._counts: dict[str, int] = {}
         self._gallery_replies: deque[dict[str, Any]] = deque(maxlen=50)
+        self._alerts: deque[dict[str, Any]] = deque(maxlen=alerts)
+        self._alerts_total = 0
         # Set by the subscriber: () -> bool, is the broker connection up?
         self.broker_connected: Callable[[], bool] = lambda: False
         self.broker_address = ""
@@ -107,6 +114,8 @@ class State:
                 "results": 0,
                 "last_result_at": None,
                 "errors": 0,
+                "alerts": 0,
+                "last_alert": None,
             }
         return entry
 
@@ -170,6 +179,21 @@ class State:
             entry["last_seen"] = at
             self._errors.append({"received_at": at, **bounded(dict(payload)), "node": node})
             self._errors_total += 1
+
+    def alert(self, alert: Mapping[str, Any], at: float | None = None) -> None:
+        """An intruder alert (``faces/alerts``): kept among the last ones, and counted
+        on its node."""
+        at = time.time() if at is None else at
+        row = {"received_at": at, **bounded(dict(alert), 200, 64)}
+        with self._lock:
+            self._alerts.append(row)
+            self._alerts_total += 1
+            node = alert.get("node")
+            if isinstance(node, str) and node:
+                entry = self._node(node)
+                entry["alerts"] += 1
+                entry["last_alert"] = row
+                entry["last_seen"] = at
 
     def malformed(self, topic: str, reason: str, payload: bytes, at: float | None = None) -> None:
         at = time.time() if at is None else at
@@ -248,6 +272,15 @@ class State:
         with self._lock:
             rows = [dict(e) for e in reversed(self._errors) if node is None or e["node"] == node]
         return rows[:limit]
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last intruder alerts, newest first."""
+        with self._lock:
+            return [dict(a) for a in reversed(self._alerts)][:limit]
+
+    def alerts_total(self) -> int:
+        with self._lock:
+            return self._alerts_total
 
     def errors_total(self) -> int:
         with self._lock:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from facewire.bus import topics
 from facewire.bus.errors import WireError
 from facewire.bus.messages import (
+    Alert,
     ClassifierStatus,
     Correction,
     EdgeStatus,
@@ -43,6 +44,7 @@ FILTERS = (
     topics.ERRORS,
     topics.THRESHOLDS,
     topics.GALLERY_REPLIES,
+    topics.ALERTS,
 )
 
 
@@ -157,6 +159,11 @@ class Subscriber:
             reply = GalleryReply.decode(msg.payload)
             self.state.gallery_reply(reply.as_dict(), at=now)
             self.state.count("gallery_reply")
+            return
+        if topic == topics.ALERTS:
+            alert = Alert.decode(msg.payload)
+            self.state.alert(alert.as_dict(), at=now)
+            self.state.count("alert")
             return
         if topic == topics.CLASSIFIER_STATUS:  # also matches faces/+/status
             if not msg.payload:

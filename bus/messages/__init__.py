@@ -34,6 +34,7 @@ from facewire.bus.messages.gallery import (
     GalleryReply,
     Sighting,
 )
+from facewire.bus.messages.integration import Alert, NodeSighting, PersonSighting
 from facewire.bus.messages.node import (
     EdgeStatus,
     ErrorReport,
@@ -55,6 +56,7 @@ __all__ = [
     "CLASSIFIER_STAGES",
     "EDGE_STAGES",
     "UNKNOWN",
+    "Alert",
     "Calibration",
     "ClassifierStatus",
     "Correction",
@@ -68,7 +70,9 @@ __all__ = [
     "GridPoint",
     "JsonMessage",
     "Neighbour",
+    "NodeSighting",
     "Percentiles",
+    "PersonSighting",
     "Result",
     "Sighting",
     "ThresholdStats",

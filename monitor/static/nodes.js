@@ -15,6 +15,15 @@
     return FW.el("td", { class: `state ${n.stale ? "stale" : n.state}` }, label);
   }
 
+  // intruder alerts (faces/alerts): how many, and the last one, as text
+  function alertCell(n) {
+    const a = n.last_alert;
+    if (!n.alerts || !a) return cell("—", "alerts muted");
+    const at = num(a.ts) ?? num(a.received_at);
+    const label = `${n.alerts} · last ${FW.fmtTime(at)}: ${txt(a.count)} unknown in ${txt(a.window_s)} s`;
+    return FW.el("td", { class: "alerts alert", title: FW.fmtDateTime(at) }, label);
+  }
+
   function renderNodes(data) {
     const rows = data.nodes.map((n) => {
       const lat = n.latency_ms || {};
@@ -32,6 +41,7 @@
         cell(txt(n.buffered), "num"),
         cell(txt(n.results), "num"),
         cell(txt(n.errors), "num"),
+        alertCell(n),
       );
       return tr;
     });
