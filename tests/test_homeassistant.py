@@ -230,10 +230,11 @@ def world(mosquitto: Mosquitto, gallery_dir: Path) -> Iterator[dict[str, Any]]:
     cfg.track.min_frames, cfg.track.gap_s = 1, 1.0
     cfg.alerts.unknown_count, cfg.alerts.window_s = 2, 60.0
     rig = Rig(cfg, BusClient(broker, "cls"), BusClient(broker, "ops"))
+    w = {"broker": broker, "edge": edge, "ha": ha, "rec": rec, "rig": rig, "dir": gallery_dir}
     try:
-        yield {"broker": broker, "edge": edge, "ha": ha, "rec": rec, "rig": rig, "dir": gallery_dir}
+        yield w
     finally:
-        rig.close()
+        w["rig"].close()  # the one running at the end
         ha.close()
         edge.close()
 
@@ -373,3 +374,19 @@ def test_a_node_or_person_removed_leaves_an_empty_retained_config(
     # the rest stays
     assert f"{PREFIX}/device/facewire_classifier/config" in kept
     assert f"{PREFIX}/device_tracker/facewire/{topics.slug(KNOWN[0])}/config" in kept
+
+
+def test_a_node_removed_while_the_classifier_was_down_is_removed_when_it_is_back(
+    world: dict[str, Any],
+) -> None:
+    rec, edge, rig = world["rec"], world["edge"], world["rig"]
+    node_cfg = f"{PREFIX}/device/facewire_{NODE}/config"
+    rec.wait("the node's config", lambda: rec.configs().get(node_cfg))
+    rig.close()
+    edge.publish(topics.status(NODE), "", qos=1, retain=True)  # nobody is listening
+    edge.flush()
+    assert node_cfg in retained(world["broker"], f"{PREFIX}/#", settle_s=0.5)
+    back = Rig(rig.keeper.cfg, BusClient(world["broker"], "cls"), BusClient(world["broker"], "ops"))
+    world["rig"] = back
+    rec.wait("the stale config removed", lambda: rec.configs().get(node_cfg) == b"")
+    assert node_cfg not in retained(world["broker"], f"{PREFIX}/#", settle_s=0.5)
