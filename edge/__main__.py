@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="facewire edge",
         description="Detect, align and embed faces on this device and publish only the vectors "
         "to faces/<node>/embedding. Settings: config/edge.yaml < FACEWIRE_* env < flags.",
+        epilog="facewire edge install-service --help: run it as a systemd service "
+        "(docs/raspberry-pi.md).",
     )
     p.add_argument(
         "--config", type=Path, default=None, help="YAML config (default: config/edge.yaml)"
@@ -41,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["install-service"]:
+        from facewire.edge.service_unit import main as install_service
+
+        return install_service(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(

@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("facewire.config.cli", "every setting (reference) or what a service would run with"),
     "nodes": ("facewire.nodes_cli", "broker accounts, ACL and keys of nodes: add, remove, list"),
     "certs": ("facewire.certs_cli", "a lab CA and TLS certificates for the broker and clients"),
+    "doctor": ("facewire.doctor", "check broker, login, TLS, models, gallery; say what to fix"),
+    "status": ("facewire.status_cli", "the nodes, classifier and gallery, as the monitor shows"),
+    "healthcheck": ("facewire.healthcheck", "container health checks (docker-compose.yml)"),
 }
 
 

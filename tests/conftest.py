@@ -18,10 +18,13 @@ GALLERY_PEOPLE = ("ORL_s01", "ORL_s02", "ORL_s03")
 SLOW_MODULES = frozenset(
     {
         "test_bench",
+        "test_bench_screen",
         "test_broker_auth",
         "test_client",
         "test_clip_export",
+        "test_compose",
         "test_demo",
+        "test_doctor",
         "test_end_to_end",
         "test_faults",
         "test_fuzz_live",
@@ -30,6 +33,7 @@ SLOW_MODULES = frozenset(
         "test_monitor_browser",
         "test_monitor_html",
         "test_packaging",
+        "test_screenshots",
         "test_sealed",
         "test_sface_prepare",
     }
