@@ -22,7 +22,9 @@ SLOW_MODULES = frozenset(
         "test_broker_auth",
         "test_client",
         "test_clip_export",
+        "test_compose",
         "test_demo",
+        "test_doctor",
         "test_end_to_end",
         "test_faults",
         "test_fuzz_live",
@@ -31,6 +33,7 @@ SLOW_MODULES = frozenset(
         "test_monitor_browser",
         "test_monitor_html",
         "test_packaging",
+        "test_screenshots",
         "test_sealed",
         "test_sface_prepare",
     }
