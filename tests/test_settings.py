@@ -229,7 +229,7 @@ def test_env_typo_is_one_line_with_the_key_and_a_suggestion():
         (
             "FACEWIRE_PORTT",
             "FACEWIRE_PORTT: no service has a setting portt; did you mean FACEWIRE_PORT? "
-            "allowed at the top level: batch_max, broker,",
+            "allowed at the top level: alerts, batch_max, broker,",
         ),
         (
             "FACEWIRE_PIPELINE",
