@@ -371,3 +371,78 @@ def _render(collector: ClassifierCollector) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return generate_latest(registry).decode()
+
+
+def test_the_port_taken_is_an_error_at_start() -> None:
+    import socket
+
+    from facewire.bus.memory import MemoryBroker
+    from facewire.config.schema import MetricsConfig
+
+    m = Matcher(np.eye(2, dtype=np.float32), ["ann", "bob"], k=1)
+    service = ClassifierService(
+        ClassifierConfig(),
+        GalleryIndex(m, "toy-00000000", 2, 2, "v1"),
+        MemoryBroker().transport("c"),
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            MetricsServer.start(service, MetricsConfig(port=taken.getsockname()[1]))
+
+
+def monitor_result(node: str, seq: int, name: str, captured_at: float) -> bytes:
+    r = {
+        "node": node, "seq": seq, "name": name, "score": 0.6, "model": "sface-0123abcd",
+        "captured_at": captured_at, "timings": {"embed_ms": 10.0},
+    }  # fmt: skip
+    return json.dumps(r).encode()
+
+
+def test_monitor_counts_each_logged_result_once_and_caps_its_node_labels(tmp_path: Path) -> None:
+    store, state = Store(tmp_path / "log.sqlite3"), State()
+    try:
+        subscriber = Subscriber(None, store, state)
+        app = create_app(store, state)  # no login: loopback only
+        client = app.test_client()
+        captured = time.time() - 0.3  # the same capture: seq 1 again is a repeat
+        for i in range(60):
+            node = f"cam{i}"
+            subscriber.handle(
+                Message(topics.result(node), monitor_result(node, 1, "ann", captured), False, 1)
+            )
+        for seq in (1, 2):  # seq 1 again: a repeat, not logged twice
+            subscriber.handle(
+                Message(
+                    topics.result("cam0"), monitor_result("cam0", seq, UNKNOWN, captured), False, 1
+                )
+            )
+        assert store.flush(5)
+        resp = client.get("/metrics", base_url="http://127.0.0.1:6010")
+        assert resp.status_code == 200
+        assert resp.content_type.startswith("text/plain; version=")
+        samples = parse(resp.get_data(as_text=True))
+        results = {
+            (dict(k[1])["node"], dict(k[1])["outcome"]): v
+            for k, v in samples.items()
+            if k[0] == "facewire_monitor_results_total"
+        }
+        assert results[("cam0", "known")] == 1 and results[("cam0", "unknown")] == 1
+        assert len({node for node, _ in results}) == 50 + 1  # the first 50, then other
+        assert results[(OTHER, "known")] == 10
+        assert value(samples, "facewire_monitor_messages_total", kind="result_repeat") == 1
+        assert value(samples, "facewire_monitor_capture_to_result_seconds_count") == 61
+        assert value(samples, "facewire_monitor_capture_to_result_seconds_bucket", le="0.25") == 0
+        assert value(samples, "facewire_monitor_capture_to_result_seconds_bucket", le="0.5") == 61
+        assert value(samples, "facewire_monitor_stage_seconds_count", stage="embed") == 61
+        # a stage the results do not carry has no samples
+        assert value(samples, "facewire_monitor_stage_seconds_count", stage="queue") == 0
+        again = parse(
+            client.get("/metrics", base_url="http://127.0.0.1:6010").get_data(as_text=True)
+        )
+        assert value(again, "facewire_monitor_results_total", node="cam0", outcome="known") == 1
+        # no login means loopback only, for /metrics as for every page
+        assert client.get("/metrics", base_url="http://monitor.example:6010").status_code == 403
+    finally:
+        store.close()
