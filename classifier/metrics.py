@@ -153,14 +153,8 @@ def top_nodes(values: Mapping[str, int], keep: int) -> dict[str, int]:
 
 def refusals_by_reason(service: ClassifierService) -> dict[str, int]:
     """Refusals so far by reason, with ``bad_topic`` (no node to count them under)."""
-    refusals = service.refusals
-    # Refusals keeps (node, reason) counts and the folded-away ones per reason; summed
-    # by reason here under its lock (it has no by-reason view of its own)
-    with refusals._lock:
-        out: dict[str, int] = dict(refusals._others)
-        for (_, reason), n in refusals._counts.items():
-            out[reason] = out.get(reason, 0) + n
-        bad_topics = refusals.bad_topics
+    out = service.refusals.by_reason()
+    bad_topics = service.refusals.bad_topics
     if bad_topics:
         out["bad_topic"] = bad_topics
     return out

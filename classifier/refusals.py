@@ -104,6 +104,15 @@ class Refusals:
                 self._last[("", "bad_topic")] = now
             return due
 
+    def by_reason(self) -> dict[str, int]:
+        """Refusals so far by reason (those folded into OTHERS included; ``bad_topic``
+        counted apart, in ``bad_topics``)."""
+        with self._lock:
+            out = dict(self._others)
+            for (_, reason), n in self._counts.items():
+                out[reason] = out.get(reason, 0) + n
+            return out
+
     def by_node(self, skip: str = "queue_full") -> dict[str, int]:
         with self._lock:
             out: dict[str, int] = {}
