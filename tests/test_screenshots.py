@@ -4,11 +4,14 @@ The pages are those of the compose services run as real processes (tests/compose
 the monitor behind its login, the classifier with the sample gallery and the edge
 profile's node sending a gallery person's probe photos, sealed. The browser logs in as
 the account ``facewire nodes init`` made, waits until each page shows live data and
-saves it to ``docs/img/monitor-<page>.png`` (the README shows them).
+saves it to ``docs/img/monitor-<page>.png`` (the README shows them) when
+``FACEWIRE_UPDATE_SCREENSHOTS=1``: ``FACEWIRE_UPDATE_SCREENSHOTS=1 ./dev.sh test -k
+screenshots``.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -20,7 +23,9 @@ import pytest
 from tests.compose_rig import ROOT, Stack, wait_for
 from tests.test_monitor_browser import new_driver
 
-IMG = ROOT / "docs" / "img"
+#: Where the pictures go: docs/img/ when FACEWIRE_UPDATE_SCREENSHOTS is set (to refresh
+#: the README's), else a temporary folder, so a test run leaves the checkout unchanged.
+DOCS_IMG = ROOT / "docs" / "img"
 WIDTH = 1280
 #: path → (file, CSS selector that means the page has its data)
 PAGES = {
@@ -73,7 +78,8 @@ def _save(driver, path: Path) -> None:
     assert path.stat().st_size > 10_000  # a page, not a blank
 
 
-def test_every_monitor_page_is_screenshotted(stack: Stack, browser) -> None:
+def test_every_monitor_page_is_screenshotted(stack: Stack, browser, tmp_path: Path) -> None:
+    IMG = DOCS_IMG if os.environ.get("FACEWIRE_UPDATE_SCREENSHOTS") else tmp_path
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
