@@ -16,11 +16,14 @@ machine's clock, the clock of the edge's ``captured_at``. Per (node, seq) it the
   ``edge_latency_ms`` (capture → result back at the edge);
 - the result's ``classified_at`` (the classifier sent it);
 - the monitor's row (its SQLite file): ``received_at`` (the monitor's MQTT thread got it);
-- the page's times: row inserted into the table, painted.
+- the page's times: row inserted into the table; *rendered*, a task posted from the
+  first animation frame callback (it runs once that frame's style, layout and paint are
+  done: a lower bound of the paint); painted (the second callback: an upper bound).
 
 So: *capture → painted* and its parts: capture → result at the edge, capture → received
 by the monitor, received → inserted (the monitor's store, SQLite, the event stream,
 the page's script) and inserted → painted (style, layout, paint, the next frame).
+``--no-flash`` turns the page's new-row highlight off, to show what it costs.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ COLUMNS = [
     ("model", "model"),
     ("fps", "fps"),
     ("flash", "flash"),
+    ("rows_shown", "rows shown"),
     ("results", "results"),
     ("painted", "painted"),
     ("named", "named"),
@@ -70,6 +74,7 @@ COLUMNS = [
     ("received_p50_ms", "→ monitor received p50"),
     ("stream_p50_ms", "received → inserted p50"),
     ("stream_p99_ms", "p99"),
+    ("rendered_p50_ms", "inserted → rendered p50"),
     ("paint_p50_ms", "inserted → painted p50"),
     ("paint_p99_ms", "p99"),
 ]
@@ -90,16 +95,24 @@ if (!window.__screen) {
           id: Number(tr.dataset.id), node: tr.cells[1].textContent,
           seq: Number(tr.cells[6].textContent), inserted,
         };
-        requestAnimationFrame(() => requestAnimationFrame(() => {
-          rec.painted = now();
-          paints.push(rec);
-        }));
+        requestAnimationFrame(() => {
+          // a task posted here runs once this frame's style, layout and paint are done
+          const ch = new MessageChannel();
+          ch.port1.onmessage = () => { rec.rendered = now(); };
+          ch.port2.postMessage(null);
+          requestAnimationFrame(() => {
+            rec.painted = now();
+            paints.push(rec);
+          });
+        });
       }
     }
   }).observe(tbody, { childList: true });
 }
 return performance.timeOrigin + performance.now() - Date.now();
 """
+
+ROWS_JS = "return document.querySelectorAll('#rows tr').length"
 
 # --no-flash: what the new-row highlight (a CSS filter animation on every cell) costs
 NO_FLASH_JS = """
@@ -224,11 +237,40 @@ def monitor_rows(db: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return {(n, s): {"id": i, "received_at": r} for i, n, s, r in got}
 
 
+def prefill(db: Path, count: int) -> None:
+    """``count`` earlier detections in the monitor's log: the page opens with the rows a
+    running monitor shows (it loads up to 200), not an empty table."""
+    from facewire.monitor.store import Store
+
+    people = sorted(p.name for p in (ROOT / "dataset" / "gallery").iterdir() if p.is_dir())
+    store = Store(db)
+    try:
+        now = time.time() - count
+        for i in range(count):
+            store.add(
+                {
+                    "seq": i,
+                    "name": people[i % len(people)],
+                    "score": 0.8,
+                    "threshold": 0.4,
+                    "model": "earlier",
+                    "captured_at": now + i,
+                    "timings": {"detect_ms": 5.0, "embed_ms": 15.0},
+                },
+                node="earlier",
+                received_at=now + i,
+            )
+        store.flush(30)
+    finally:
+        store.close()
+
+
 def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     frames = work / "frames"
     frames.mkdir()
     write_frames(frames, args.frames)
     db = work / "monitor.sqlite3"
+    prefill(db, args.prefill)
     port = free_port()
     # metrics on any free port: another classifier may hold the default one
     env = child_env(FACEWIRE_LOG="WARNING", FACEWIRE_METRICS_PORT="0")
@@ -288,6 +330,7 @@ def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if args.no_flash:
                 driver.execute_script(NO_FLASH_JS)
             skew_ms = driver.execute_script(OBSERVER_JS)
+            shown = [driver.execute_script(ROWS_JS)]
             note(f"{args.model}: page live; starting the edge at {args.fps} fps")
 
             edge_cmd = [
@@ -328,6 +371,7 @@ def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             got = results.since(start)
             time.sleep(args.settle)  # the last rows reach the page and are painted
             paints = driver.execute_script("return window.__screen")
+            shown.append(driver.execute_script(ROWS_JS))
             skew_after = driver.execute_script(
                 "return performance.timeOrigin + performance.now() - Date.now()"
             )
@@ -335,7 +379,7 @@ def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             driver.quit()
         stop_process(procs[1])  # the monitor writes what it has, then the rows are read
     rows = monitor_rows(db)
-    return summarise(args, got, paints, rows, [skew_ms, skew_after])
+    return {**summarise(args, got, paints, rows, [skew_ms, skew_after]), "rows_shown": shown}
 
 
 def summarise(
@@ -346,7 +390,7 @@ def summarise(
     skews: list[float],
 ) -> dict[str, Any]:
     painted = {(p["node"], int(p["seq"])): p for p in paints}
-    total, edge, classified, received, stream, paint = [], [], [], [], [], []
+    total, edge, classified, received, stream, rendered, paint = [], [], [], [], [], [], []
     seen = 0
     for r in got:
         key = (r["node"], int(r["seq"]))
@@ -365,6 +409,8 @@ def summarise(
         seen += 1
         total.append(p["painted"] - t0)
         paint.append(p["painted"] - p["inserted"])
+        if p.get("rendered") is not None:
+            rendered.append(p["rendered"] - p["inserted"])
         if row is not None:
             stream.append(p["inserted"] - row["received_at"] * 1000.0)
 
@@ -379,6 +425,7 @@ def summarise(
         "model": args.model,
         "fps": args.fps,
         "flash": not args.no_flash,
+        "prefill": args.prefill,
         "seconds": args.seconds,
         "results": len(got),
         "painted": seen,
@@ -389,6 +436,7 @@ def summarise(
         "received_p50_ms": p50(received),
         "stream_p50_ms": p50(stream),
         "stream_p99_ms": p99(stream),
+        "rendered_p50_ms": p50(rendered),
         "paint_p50_ms": p50(paint),
         "paint_p99_ms": p99(paint),
         # the page's clock minus Date.now() at the start and the end (ms resolution)
@@ -415,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=22, help="distinct frames replayed (default 22)")
     p.add_argument("--node", default="door", help="the edge's node id (default door)")
     p.add_argument("--gallery", default=str(ROOT / "dataset" / "gallery"), help="gallery folder")
+    p.add_argument(
+        "--prefill",
+        type=int,
+        default=200,
+        help="earlier detections in the log, so the page opens with rows (default 200: "
+        "what it loads; the time to paint a row grows with the rows shown)",
+    )
     p.add_argument(
         "--no-flash",
         action="store_true",
