@@ -115,10 +115,22 @@ return performance.timeOrigin + performance.now() - Date.now();
 ROWS_JS = "return document.querySelectorAll('#rows tr').length"
 
 # --no-flash: what the new-row highlight (a CSS filter animation on every cell) costs
-NO_FLASH_JS = """
-const style = document.createElement("style");
-style.textContent = "tr.fresh td { animation: none !important; }";
-document.head.append(style);
+NO_FLASH_CSS = "tr.fresh td { animation: none !important; }"
+
+# --css, --keep-rows: changes to the page tried from here, its files unchanged
+PAGE_JS = """
+const [css, keep] = arguments;
+if (css) {
+  const style = document.createElement("style");
+  style.textContent = css;
+  document.head.append(style);
+}
+if (keep > 0) {  // as log.js's MAX_ROWS would, after each insertion
+  const tbody = document.getElementById("rows");
+  const trim = () => { while (tbody.rows.length > keep) tbody.deleteRow(-1); };
+  trim();
+  new MutationObserver(trim).observe(tbody, { childList: true });
+}
 """
 
 
@@ -327,8 +339,8 @@ def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             WebDriverWait(driver, 30).until(
                 lambda d: d.find_element(By.ID, "stream-state").text == "live"
             )
-            if args.no_flash:
-                driver.execute_script(NO_FLASH_JS)
+            css = " ".join(c for c in (NO_FLASH_CSS if args.no_flash else "", args.css) if c)
+            driver.execute_script(PAGE_JS, css, args.keep_rows)
             skew_ms = driver.execute_script(OBSERVER_JS)
             shown = [driver.execute_script(ROWS_JS)]
             note(f"{args.model}: page live; starting the edge at {args.fps} fps")
@@ -426,6 +438,8 @@ def summarise(
         "fps": args.fps,
         "flash": not args.no_flash,
         "prefill": args.prefill,
+        "css": args.css,
+        "keep_rows": args.keep_rows,
         "seconds": args.seconds,
         "results": len(got),
         "painted": seen,
@@ -474,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-flash",
         action="store_true",
         help="turn the page's new-row highlight animation off (to see what it costs)",
+    )
+    p.add_argument("--css", default="", help="extra CSS for the page (to try a change)")
+    p.add_argument(
+        "--keep-rows",
+        type=int,
+        default=0,
+        help="trim the table to this many rows after each insertion, as a smaller "
+        "MAX_ROWS in log.js would (0: the page's own limit)",
     )
     p.add_argument("--chromium", default=None, help="browser binary (default: chromium on PATH)")
     p.add_argument("--chromedriver", default=None, help="driver (default: chromedriver on PATH)")
