@@ -20,10 +20,8 @@ network thread):
   and ``add`` returns ``False``.
 - The writer thread (:class:`~facewire.monitor.writer.Writer`, which the store owns)
   owns the write connection, the window, ``last_id`` and the writer's counters: it
-  inserts in batches, publishes the rows on the feed once SQLite accepted a
-  transaction's inserts (before its commit: the page does not wait for it), retries
-  until the transaction commits, and then appends the rows to the window (its module
-  says how).
+  inserts in batches, retries until a transaction commits, and only then appends the
+  rows to the window and publishes them on the feed (its module says how).
 - Readers (the web server's threads) use read-only connections from a small pool,
   never the writer's, and take no lock the writer holds: in WAL mode they read the
   last committed snapshot while a write transaction is open. The window and the
@@ -149,7 +147,6 @@ class Store:
             queue_size=queue_size,
             batch=batch,
             shared_lock=self._shared_lock if self._memory else None,
-            settled=self._settled,
         )
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -384,9 +381,6 @@ class Store:
         # On the writer thread. Looked up per row: ``feed`` is a public attribute (tests
         # replace it).
         self.feed.publish(row)
-
-    def _settled(self, upto: int) -> None:
-        self.feed.settled(upto)
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         # check_same_thread=False: a pooled connection serves one thread at a time, but

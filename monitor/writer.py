@@ -7,17 +7,12 @@
   under ``_cond``, no SQLite, never a wait. A full queue drops the row (counted in
   ``stats()["dropped"]``, logged at most every 10 s).
 - The writer thread owns the write connection. It drains the queue and inserts up to
-  ``batch`` rows per transaction. Once SQLite has accepted every insert of a
-  transaction, and before its commit, it publishes the rows with their ids on the
-  feed (so the commit, and now and then a checkpoint's fsync, do not delay the live
-  page); after the commit it appends them to the window and tells the feed they are
-  settled. Ids reach both in increasing order. A failed transaction is rolled back and
-  retried with backoff, rows already published with the ids they were shown with:
-  rows are never skipped, so a row the page shows is a row that is stored (a row
-  SQLite refuses outright is refused at its insert, before anything is published; it
-  is found, counted in ``stats()["failed"]`` and logged; the rest of its batch is
-  written). Only rows still unwritten when :meth:`Writer.stop` gives up can have been
-  shown and not stored. It also keeps ``last_id`` (the newest committed id).
+  ``batch`` rows per transaction; only after the commit does it append them, with
+  their SQLite ids, to the window and publish them on the feed, so ids reach both in
+  increasing order and every row a reader sees there is already in SQLite. A failed
+  transaction is rolled back and retried with backoff: rows are never skipped (a row
+  SQLite refuses outright is found, counted in ``stats()["failed"]`` and logged; the
+  rest of its batch is written). It also keeps ``last_id`` (the newest committed id).
 - It is the only writer of the window, ``last_id`` and the counters; readers get
   snapshots copied under the short ``_lock`` (:meth:`Writer.window`,
   :meth:`Writer.last_id`, :meth:`Writer.stats`).
@@ -38,11 +33,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from facewire.monitor.rows import _INSERT, _values
-
-# A retry of a transaction whose rows were already published: they keep their ids.
-_INSERT_WITH_ID = _INSERT.replace("detections (", "detections (id, ", 1).replace(
-    "VALUES (", "VALUES (?, ", 1
-)
 
 # The store's logger: these are the detection log's messages, under the name they have
 # always had (logging configurations select it).
@@ -75,10 +65,7 @@ class Writer:
     """Writes handed-in rows to ``db`` on a thread of its own (started here).
 
     ``rows``: the window's initial content, oldest first (at most ``window`` are kept).
-    ``publish``: called on the writer thread with each row (its id set) once SQLite
-    accepted its transaction's inserts, before the commit, in id order. ``settled``:
-    called after, with the newest id of the transaction, once it committed (or its rows
-    were given up).
+    ``publish``: called on the writer thread with each row once committed, in id order.
     ``shared_lock``: held around every transaction when the connection is shared with
     readers (``:memory:``), else ``None``. ``queue_size``/``batch``: as for the store.
     The caller keeps ``db`` and closes it once :meth:`stop` returned ``True``.
@@ -94,13 +81,10 @@ class Writer:
         queue_size: int,
         batch: int,
         shared_lock: threading.Lock | None = None,
-        settled: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
         self._shared_lock = shared_lock
         self._publish = publish
-        self._settled = settled
-        self._published_upto = 0  # writer thread only
 
         # Written by the writer thread, read as snapshots under _lock.
         self._lock = threading.Lock()
@@ -230,8 +214,6 @@ class Writer:
         finally:
             with self._cond:  # wake flush() callers: the writer is gone
                 self._cond.notify_all()
-            if self._settled is not None:  # and the feed's catch-ups: nothing will commit
-                self._settled(self._published_upto)
 
     def _write(self, batch: list[tuple[dict[str, Any], str]]) -> None:
         """Insert ``batch`` in one transaction (retried until it commits), then hand the
@@ -240,15 +222,18 @@ class Writer:
             ids = self._retrying(lambda: self._insert(batch), len(batch))
         except Exception:  # noqa: BLE001 - a row SQLite refuses: find it, keep the rest
             ids = [self._insert_refusable(item, i, len(batch)) for i, item in enumerate(batch)]
-        done = [row for (row, _raw), rid in zip(batch, ids, strict=True) if rid is not None]
+        done = []
+        for (row, _raw), rid in zip(batch, ids, strict=True):
+            if rid is not None:
+                row["id"] = rid
+                done.append(row)
         with self._lock:
             self._window.extend(done)
             if done:
                 self._last_id = done[-1]["id"]
             self._written += len(done)
-        shown = [row["id"] for row, _raw in batch if row["id"]]
-        if shown and self._settled is not None:
-            self._settled(max(shown))
+        for row in done:
+            self._publish(row)
 
     def _retrying(self, insert: Callable[[], list[int]], n: int) -> list[int | None]:
         """``insert()`` until it commits; locked/busy/I/O errors are retried with backoff
@@ -281,16 +266,7 @@ class Writer:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for row, raw in batch:
-                    if row["id"]:  # published by an attempt that did not commit
-                        db.execute(_INSERT_WITH_ID, (row["id"], *_values(row, raw)))
-                        ids.append(row["id"])
-                    else:
-                        ids.append(int(db.execute(_INSERT, _values(row, raw)).lastrowid or 0))
-                # Every insert accepted: show the new rows now, not after the commit.
-                for (row, _raw), rid in zip(batch, ids, strict=True):
-                    if not row["id"]:
-                        row["id"] = self._published_upto = rid
-                        self._publish(row)
+                    ids.append(int(db.execute(_INSERT, _values(row, raw)).lastrowid or 0))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
