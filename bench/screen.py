@@ -63,6 +63,7 @@ COLUMNS = [
     ("fps", "fps"),
     ("flash", "flash"),
     ("rows_shown", "rows shown"),
+    ("frames", "frames"),
     ("results", "results"),
     ("painted", "painted"),
     ("named", "named"),
@@ -441,6 +442,7 @@ def summarise(
         "css": args.css,
         "keep_rows": args.keep_rows,
         "seconds": args.seconds,
+        "frames": round(args.fps * args.seconds),  # at --fps; an edge behind skips some
         "results": len(got),
         "painted": seen,
         "named": round(sum(r.get("name") != "unknown" for r in got) / max(len(got), 1), 3),
