@@ -269,6 +269,8 @@ def test_the_edge_exits_non_zero_when_the_broker_refuses_its_password(deployment
         password="wrong",
         ca_certs=str(deployment.ca),
     )
+    # the node's keys where this machine keeps them (the printed config names the node's)
+    config["sealing"]["keys"] = str(deployment.secrets / "keys")
     path = tmp_path / "edge.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.run(
