@@ -2,7 +2,8 @@
 "use strict";
 
 (function () {
-  const MAX_ROWS = 500;
+  // rows kept on the page: each more costs every repaint (older ones are in /log)
+  const MAX_ROWS = 100;
   const urls = window.FACEWIRE.urls;
   const tbody = document.getElementById("rows");
   const badge = document.getElementById("stream-state");
@@ -125,7 +126,7 @@
     if (source) { source.close(); source = null; }
     setBadge("loading…");
     const p = filters();
-    p.set("limit", "200");
+    p.set("limit", String(MAX_ROWS));
     let data;
     try {
       data = await FW.getJSON(`${urls.log}?${p}`);
