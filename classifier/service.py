@@ -320,11 +320,15 @@ class ClassifierService:
         if now - self._keys_read < min_age_s:
             return False
         self._keys_read = now
+        before = set(self.opener.nodes)
         try:
             self.opener.set_node_keys(self._key_ring.node_verify_keys())
         except ValueError as exc:  # a damaged key file: keep the keys we have
             log.error("could not read the nodes' keys: %s", exc)
             return False
+        # a node removed (facewire nodes remove): its Home Assistant device goes too
+        for node in sorted(before - set(self.opener.nodes)):
+            self.integrations.remove_node(node)
         return True
 
     def _refuse_topic(self, exc: WireError) -> None:

@@ -207,3 +207,28 @@ def _unit(dim: int) -> Any:
 
     v = np.ones(dim, np.float32)
     return v / np.linalg.norm(v)
+
+
+def test_a_removed_nodes_home_assistant_device_goes_with_its_key(sealed, capsys) -> None:
+    from facewire.bus.messages import EdgeStatus
+    from facewire.classifier import homeassistant as ha
+
+    rig, attacker = sealed["rig"], sealed["attacker"]
+    assert nodes(["--dir", str(sealed["secrets"]), "add", "porch"]) == 0
+    capsys.readouterr()
+    assert rig.service.reload_node_keys()
+    attacker.subscribe("homeassistant/#", rig.got.append)
+    status = EdgeStatus("porch", "online", ts=time.time())
+    attacker.publish(topics.status("porch"), status.encode(), qos=1, retain=True)
+    config = topics.ha_device_config(
+        rig.service.cfg.homeassistant.prefix, ha.node_object_id("porch")
+    )
+
+    def configs() -> list[bytes]:
+        return [m.payload for m in list(rig.got) if m.topic == config]
+
+    wait_for(lambda: any(configs()), what="porch's Home Assistant device")
+    assert nodes(["--dir", str(sealed["secrets"]), "remove", "porch"]) == 0
+    capsys.readouterr()
+    assert rig.service.reload_node_keys()  # as the classifier does every 10 s
+    wait_for(lambda: configs() and configs()[-1] == b"", what="the device removed")
