@@ -785,7 +785,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"facewire eval: {exc}") from None
     try:
         report = _evaluate(args, cfg, split)
-    except ValueError as exc:  # e.g. a clip without one good face to enrol
+    except (ValueError, FileNotFoundError) as exc:  # a clip with no good face, or unreadable
         raise SystemExit(f"facewire eval: {exc}") from None
     result = report.as_dict()
     if args.json:
