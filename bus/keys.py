@@ -38,6 +38,13 @@ from nacl.signing import SigningKey, VerifyKey
 #: The secrets folder of a deployment (``$FACEWIRE_SECRETS_DIR`` overrides it); its
 #: ``keys/`` subfolder is the key folder.
 SECRETS_DIR = "deploy/secrets"
+
+
+def secrets_dir() -> Path:
+    """``$FACEWIRE_SECRETS_DIR``, else :data:`SECRETS_DIR`."""
+    return Path(os.environ.get("FACEWIRE_SECRETS_DIR") or SECRETS_DIR)
+
+
 CLASSIFIER_BOX = "classifier.box"
 CLASSIFIER_SIGN = "classifier.sign"
 PUB = ".pub"

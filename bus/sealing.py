@@ -88,7 +88,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from facewire.bus import codec
 from facewire.bus.errors import WireError
-from facewire.bus.keys import SECRETS_DIR, KeyRing, load_key
+from facewire.bus.keys import KeyRing, load_key, secrets_dir
 
 MAGIC = b"FS"
 VERSION = 1
@@ -314,7 +314,7 @@ def key_folder(configured: str) -> Path:
     """``sealing.keys``, else ``$FACEWIRE_SECRETS_DIR/keys``, else ``deploy/secrets/keys``."""
     if configured:
         return Path(configured)
-    return Path(os.environ.get("FACEWIRE_SECRETS_DIR") or SECRETS_DIR) / "keys"
+    return secrets_dir() / "keys"
 
 
 def edge_sealer(folder: Path, node: str) -> tuple[Sealer, ResultVerifier]:

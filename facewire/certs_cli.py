@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from facewire.bus import certs
-from facewire.nodes_cli import DEFAULT_DIR
+from facewire.bus.keys import secrets_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dir",
         type=Path,
-        default=Path(os.environ.get("FACEWIRE_SECRETS_DIR", DEFAULT_DIR)),
+        default=secrets_dir(),
         help="secrets folder; certificates go to its tls/ (default: $FACEWIRE_SECRETS_DIR "
         "or deploy/secrets)",
     )

@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 
 from facewire.bus import accounts
-from facewire.bus.keys import SECRETS_DIR, KeyRing
+from facewire.bus.keys import KeyRing, secrets_dir
 from facewire.monitor.auth import hash_password as hash_monitor_password
 
-DEFAULT_DIR = SECRETS_DIR
 RELOAD_HINT = (
     "reload the broker so it reads them: kill -HUP $(cat /run/mosquitto/mosquitto.pid), "
     "or under docker compose: docker compose kill -s HUP mosquitto"
@@ -161,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dir",
         type=Path,
-        default=Path(os.environ.get("FACEWIRE_SECRETS_DIR", DEFAULT_DIR)),
+        default=secrets_dir(),
         help="secrets folder (default: $FACEWIRE_SECRETS_DIR or deploy/secrets)",
     )
     p.add_argument("--broker-pid", type=int, default=None, help="mosquitto's pid, to SIGHUP it")

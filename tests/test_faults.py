@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,10 @@ from facewire.edge.sources import Frame, open_source
 from facewire.models import Face, FacePipeline
 from tests.broker import Mosquitto, free_port
 from tests.conftest import DATASET, GALLERY_PEOPLE, ROOT
+from tests.waiting import wait_for
 
 #: embeddings per second the edge publishes
 RATE = 20.0
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def persistent_broker(folder: Path) -> Mosquitto:

@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from facewire.models import FacePipeline
 from facewire.models.files import list_photos, read_photo
 from tests.broker import Mosquitto, free_port
 from tests.conftest import DATASET, GALLERY_PEOPLE, ROOT
+from tests.waiting import wait_for
 
 HOSTILE = "evil"  # the node id the hostile client damages messages for
 CALM = ("calm-a", "calm-b")
@@ -85,16 +86,6 @@ ERRORS_MAX_BYTES = 4 * 1024 * 1024
 FLOOD_PER_S = 1500.0
 GOOD_EVERY_S = 0.05  # each calm node
 ODD_EVERY_S = 0.5  # each odd node
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def rss_mb(pid: int) -> float | None:

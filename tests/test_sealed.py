@@ -29,18 +29,9 @@ from facewire.nodes_cli import main as nodes
 from tests.broker import Mosquitto
 from tests.conftest import DATASET
 from tests.gallery_rig import KNOWN, Rig, classifier_cfg
+from tests.waiting import wait_for
 
 WINDOW_S = 4.0
-
-
-def wait_for(cond: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or cond}")
 
 
 @pytest.fixture
