@@ -492,6 +492,8 @@ def evaluate(
             model=pipeline.model_id,
             settings={
                 "mesh": pipeline_cfg.mesh,
+                "mask_scale": pipeline_cfg.mask_scale,
+                "mask_fill": pipeline_cfg.mask_fill,
                 "align": pipeline_cfg.align,
                 "on_mesh_miss": pipeline_cfg.on_mesh_miss,
                 "k": matcher.k,
@@ -528,6 +530,7 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [
         ("model", result["model"]),
         ("mesh / align", f"{result['settings']['mesh']} / {result['settings']['align']}"),
+        ("mask", _mask(result["settings"])),
         ("identities", result["identities"]),
         (
             "gallery images",
@@ -628,6 +631,12 @@ def format_open_set(result: dict[str, Any]) -> str:
         f"{_rate(t['strangers_rejected_min'])})"
     )
     return "\n".join(lines)
+
+
+def _mask(settings: dict[str, Any]) -> str:
+    if not settings["mesh"]:
+        return "off"
+    return f"{settings['mask_fill']} outside the face oval × {settings['mask_scale']:g}"
 
 
 def _pct(x: float | None) -> str:

@@ -154,8 +154,24 @@ class PipelineConfig:
     detector: DetectorConfig = section(DetectorConfig, "the face detector")
     mesh: bool = setting(
         True,
-        f"blank the background inside the face box with FaceMesh's face oval; {MUST_AGREE}",
+        "blur the background around the face (outside FaceMesh's face oval, grown by "
+        f"mask_scale), so that a camera's scene is not part of the vector; {MUST_AGREE}",
         flag="--no-mesh",
+    )
+    # FaceMesh's own oval cuts the forehead and jaw line the embedder was trained with,
+    # and a black fill is a hard edge no training face had (docs/benchmarks.md,
+    # "The mask")
+    mask_scale: float = setting(
+        1.4,
+        "the face oval grown by this factor about its centre before the background "
+        f"outside it is replaced (1: FaceMesh's oval itself); {MUST_AGREE}",
+        min=1.0,
+        max=3.0,
+    )
+    mask_fill: Literal["blur", "black"] = setting(
+        "blur",
+        "what replaces the background outside the grown oval: blur (a strong blur of the "
+        f"crop itself) or black; {MUST_AGREE}",
     )
     align: bool = setting(
         True,

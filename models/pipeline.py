@@ -23,6 +23,7 @@ from facewire.models.mesh import (
     FaceMesher,
     LandmarkMesher,
     alignment_matrix,
+    blurred,
     landmark_model_path,
     oval_mask,
 )
@@ -48,11 +49,16 @@ def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) ->
 
 def crop_tag(cfg: PipelineConfig) -> str:
     """How the crop is made, as far as it changes the vector: the landmark runtime
-    (``lm`` the landmark model alone, ``mp`` MediaPipe's graph), ``-nomask`` /
-    ``-noalign`` when those are off, or ``box`` for the plain box crop.
+    (``lm`` the landmark model alone, ``mp`` MediaPipe's graph), the mask (``-blur1.4``:
+    the background outside the oval grown 1.4 × blurred; ``-oval1.2``: blacked out;
+    nothing for FaceMesh's own oval blacked out, the mask of earlier versions, whose
+    vectors stay valid), ``-nomask`` / ``-noalign`` when those are off, or ``box`` for
+    the plain box crop.
 
     >>> crop_tag(PipelineConfig()), crop_tag(PipelineConfig(mesh_runtime="mediapipe"))
-    ('lm', 'mp')
+    ('lm-blur1.4', 'mp-blur1.4')
+    >>> crop_tag(PipelineConfig(mask_fill="black")), crop_tag(PipelineConfig(mask_fill="black", mask_scale=1))
+    ('lm-oval1.4', 'lm')
     >>> crop_tag(PipelineConfig(mesh=False)), crop_tag(PipelineConfig(mesh=False, align=False))
     ('lm-nomask', 'box')
     """
@@ -61,6 +67,10 @@ def crop_tag(cfg: PipelineConfig) -> str:
     tag = "lm" if cfg.mesh_runtime == "landmarks" else "mp"
     if not cfg.mesh:
         tag += "-nomask"
+    elif cfg.mask_fill == "blur":
+        tag += f"-blur{cfg.mask_scale:g}"
+    elif cfg.mask_scale != 1.0:
+        tag += f"-oval{cfg.mask_scale:g}"
     if not cfg.align:
         tag += "-noalign"
     return tag
@@ -88,7 +98,8 @@ def vector_settings(cfg: PipelineConfig) -> dict[str, object]:
 class FacePipeline:
     """Detect → FaceMesh (landmarks + oval mask) → align → embed, per ``PipelineConfig``.
 
-    ``mesh`` blanks everything outside FaceMesh's face oval; ``align`` warps the face
+    ``mesh`` replaces what lies outside FaceMesh's face oval (grown by ``mask_scale``)
+    with a blur of itself or black (``mask_fill``); ``align`` warps the face
     so the eyes sit level at fixed positions. Either needs FaceMesh's landmarks
     (``mesh_runtime``: the landmark model alone on a region from the detector's box and
     eyes, or MediaPipe's whole graph); a face that cannot be meshed (the landmark
@@ -160,8 +171,13 @@ class FacePipeline:
                 (landmarks - np.array([x0, y0], np.float32)) * s if landmarks is not None else None
             )
         if self.cfg.mesh and warped_points is not None:
-            mask = oval_mask(crop.shape, warped_points)
-            crop = cv2.bitwise_and(crop, crop, mask=mask)
+            mask = oval_mask(crop.shape, warped_points, self.cfg.mask_scale)
+            if self.cfg.mask_fill == "blur":
+                background = blurred(crop)
+                cv2.copyTo(crop, mask, background)
+                crop = background
+            else:
+                crop = cv2.bitwise_and(crop, crop, mask=mask)
             face.mask = mask
         face.crop = crop
         face.stages["align"] = _ms(t0)

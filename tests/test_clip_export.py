@@ -296,7 +296,8 @@ def test_parity_is_checked_on_the_crops_the_edge_makes():
     crops, described = check_images(DATASET / "gallery", 3)
     assert described == "3 face crops (detect → mesh → align) from gallery/"
     assert [c.shape for c in crops] == [(224, 224, 3)] * 3
-    assert all((c[:8, :8] == 0).all() for c in crops)  # corners outside the face oval
+    # the corners lie outside the face oval: blurred, with no detail left
+    assert all(np.abs(np.diff(c[:8, :8].astype(int), axis=0)).mean() < 4 for c in crops)
     photos, described = check_images(DATASET / "samples", 2)
     assert described == "2 photos from samples/" and len(photos) == 2
     assert photos[0].shape[:2] != (224, 224)

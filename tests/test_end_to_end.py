@@ -244,7 +244,7 @@ def test_an_edge_that_crops_otherwise_is_told_so(mosquitto, classifier):
     watcher = BusClient(config.schema.BrokerConfig(url=mosquitto.url), "watcher")
     watcher.subscribe("faces/porch/error", lambda m: errors.append(json.loads(m.payload)))
     watcher.connect()
-    assert classifier.index.model_id.endswith("+lm")
+    assert classifier.index.model_id.endswith("+lm-blur1.4")
     photo = DATASET / "probes" / "ORL_s04"
     cfg = config.load(
         EdgeConfig,
@@ -259,7 +259,7 @@ def test_an_edge_that_crops_otherwise_is_told_so(mosquitto, classifier):
     )
     node = EdgeNode(cfg, BusClient(cfg.broker, "edge-porch")).start()
     try:
-        assert node.pipeline.model_id.endswith("+mp")
+        assert node.pipeline.model_id.endswith("+mp-blur1.4")
         assert node.classifier_model == classifier.index.model_id  # seen (and said) at start
         node.process(next(open_source(str(photo), fps=0)))
         (error,) = wait_for(lambda: errors, 10, "a wrong_model error")

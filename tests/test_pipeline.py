@@ -47,15 +47,54 @@ def test_finds_no_face_where_there_is_none(pipeline, name):
     assert faces_of(pipeline, DATASET / "samples" / name) == []
 
 
-def test_mask_blanks_background_inside_the_crop(pipeline):
+def _sharpness(grey: np.ndarray, where: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[where].mean())
+
+
+def test_mask_blurs_the_background_around_the_grown_oval(pipeline):
     face = faces_of(pipeline, FRONTAL)[0]
     assert face.mask is not None and face.crop is not None
     outside = face.mask == 0
-    # the oval leaves the corners of the crop as background...
-    assert 0.1 < outside.mean() < 0.7
-    assert not face.crop[outside].any(), "background pixels must be blanked"
-    # ...and keeps the face itself
-    assert face.crop[~outside].mean() > 30
+    # the grown oval keeps the face with its forehead and jaw line, and leaves the
+    # corners of the crop as background...
+    assert 0.05 < outside.mean() < 0.4
+    # ...which keeps its light but loses its detail
+    grey = cv2.cvtColor(face.crop, cv2.COLOR_BGR2GRAY)
+    inner = cv2.erode(face.mask, np.ones((5, 5), np.uint8)) > 0
+    far = cv2.erode(outside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert face.crop[far].mean() > 20, "the background is blurred, not blanked"
+    assert _sharpness(grey, far) < 0.5 * _sharpness(grey, inner)
+
+
+def test_mask_of_earlier_versions_blanks_facemeshs_own_oval():
+    cfgs = [PipelineConfig(mask_fill="black", mask_scale=s) for s in (1.0, 1.4)]
+    faces = []
+    for cfg in cfgs:
+        p = FacePipeline(cfg)
+        try:
+            faces.append(faces_of(p, FRONTAL)[0])
+        finally:
+            p.close()
+    tight, grown = faces
+    assert tight.model_id.endswith("+lm"), "the earlier mask keeps its model id"
+    assert grown.model_id.endswith("+lm-oval1.4")
+    for face in faces:
+        assert face.mask is not None and face.crop is not None
+        assert not face.crop[face.mask == 0].any(), "background pixels must be blanked"
+        assert face.crop[face.mask > 0].mean() > 30
+    assert (grown.mask == 0).mean() < (tight.mask == 0).mean() - 0.1
+
+
+def test_mask_settings_change_the_vector(pipeline):
+    black = FacePipeline(PipelineConfig(mask_fill="black", mask_scale=1.0))
+    try:
+        old = faces_of(black, FRONTAL)[0]
+    finally:
+        black.close()
+    new = faces_of(pipeline, FRONTAL)[0]
+    assert old.model_id != new.model_id
+    assert old.embedding is not None and new.embedding is not None
+    assert float(old.embedding @ new.embedding) < 0.99
 
 
 def test_background_is_kept_when_mesh_is_off():
