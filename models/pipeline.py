@@ -57,7 +57,8 @@ def crop_tag(cfg: PipelineConfig) -> str:
 
     >>> crop_tag(PipelineConfig()), crop_tag(PipelineConfig(mesh_runtime="mediapipe"))
     ('lm-blur1.4', 'mp-blur1.4')
-    >>> crop_tag(PipelineConfig(mask_fill="black")), crop_tag(PipelineConfig(mask_fill="black", mask_scale=1))
+    >>> black = PipelineConfig(mask_fill="black")
+    >>> crop_tag(black), crop_tag(PipelineConfig(mask_fill="black", mask_scale=1))
     ('lm-oval1.4', 'lm')
     >>> crop_tag(PipelineConfig(mesh=False)), crop_tag(PipelineConfig(mesh=False, align=False))
     ('lm-nomask', 'box')
