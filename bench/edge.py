@@ -21,7 +21,8 @@ on the edge's clock:
 The steps are the edge's own methods called one by one, exactly what
 ``FaceFollower.get`` + ``EdgeNode.process`` do (with dedup off, so every face is sent).
 Each row also gives the total's p50 over the frames that ran full-frame detection and
-over those that followed the faces.
+over those that followed the faces, and (``agreement``, untimed) how close the followed
+faces' landmarks and vectors are to the full path's on the same frames.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ COLUMNS = [
     ("total_p99_ms", "total p99"),
     ("detected_p50_ms", "detected p50"),
     ("followed_p50_ms", "followed p50"),
+    ("follow_lm_err_pct_p50", "lm err %"),
+    ("follow_cos_p50", "cos vs full"),
     ("found", "found"),
 ]
 
@@ -129,6 +132,37 @@ def time_frame(node: Any, jpeg: bytes, frame_id: int) -> tuple[dict[str, float],
         len(kept),
         follower.detected,
     )
+
+
+def agreement(pipeline: Any, detect_every: int, video: list[bytes]) -> dict[str, Any]:
+    """Followed faces against the full path's on the same frames (one untimed pass of
+    the video): landmark error as a share of the face box's longer side (median, max)
+    and the cosine between the two vectors of each face (median, min)."""
+    from facewire.models.face import box_iou
+    from facewire.models.follow import FaceFollower
+
+    follower = FaceFollower(pipeline, detect_every)
+    errors, cosines = [], []
+    for jpeg in video:
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        fast, full = follower.get(image), pipeline.get(image)
+        if follower.detected or not full:
+            continue
+        for face in fast:
+            ref = max(full, key=lambda f: box_iou(f.box, face.box))
+            if face.landmarks is not None and ref.landmarks is not None:
+                err = np.linalg.norm(face.landmarks - ref.landmarks, axis=1).mean()
+                errors.append(100.0 * err / max(ref.box[2:]))
+            if face.embedding is not None and ref.embedding is not None:
+                cosines.append(float(face.embedding @ ref.embedding))
+    err_p50, err_max = percentiles(errors, (50, 100))
+    cos_min, cos_p50 = percentiles(cosines, (0, 50))
+    return {
+        "follow_lm_err_pct_p50": err_p50,
+        "follow_lm_err_pct_max": err_max,
+        "follow_cos_p50": cos_p50,
+        "follow_cos_min": cos_min,
+    }
 
 
 def bench_model(
@@ -210,6 +244,8 @@ def bench_model(
                 row[f"{s}_p99_ms"] = p99
             for key, detected in (("detected", True), ("followed", False)):
                 row[f"{key}_p50_ms"] = percentiles(by_path[detected], (50,))[0]
+            if node.follower.detect_every > 1:
+                row.update(agreement(node.pipeline, node.follower.detect_every, video))
             rows.append(row)
             note(f"  {model}, {n_faces} face(s): capture → published p50 {row['total_p50_ms']} ms")
         node.bus.flush(10)
