@@ -90,13 +90,14 @@ class FaceFollower:
 
     def __init__(self, pipeline: FacePipeline, detect_every: int = 1) -> None:
         self.pipeline = pipeline
-        mesher = pipeline.mesher
+        mesher = getattr(pipeline, "mesher", None)
         self._mesher = mesher if isinstance(mesher, LandmarkMesher) else None
         self.detect_every = max(1, detect_every) if self._mesher is not None else 1
         self._followed: list[_Followed] = []
         self._since_detect = 0  # frames followed since the last full-frame detection
         self._shape: tuple[int, ...] = ()
-        self._min_side = min_size(pipeline.cfg.detector, 20)  # the detector's smallest
+        # the detector's smallest face
+        self._min_side = min_size(pipeline.cfg.detector, 20) if self._mesher is not None else 0
         self.detected = True
 
     def reset(self) -> None:
