@@ -406,8 +406,9 @@ class EdgeConfig:
         5,
         "full-frame detection on every Nth frame; in between, faces already found are "
         "followed by their landmarks (the landmark model on the region their previous "
-        "landmarks give, as MediaPipe does on video), and detection runs at once when one "
-        "is lost (1: detect on every frame; mesh_runtime mediapipe always does)",
+        "landmarks place, as MediaPipe does on video), and detection runs at once when one "
+        "is lost or moves too far to follow (1: detect on every frame; mesh_runtime "
+        "mediapipe always does)",
         min=1,
         flag="--detect-every",
     )

@@ -31,6 +31,16 @@ from facewire.models.pipeline import FacePipeline
 
 #: Frames smaller than this on a side hold no face worth finding (and upset detectors).
 MIN_SIDE = 32
+#: A followed face's landmarks this far (share of its size) from where they were
+#: expected are checked once more: up to here they matched the full path's to ~1 % of
+#: the face at every speed tried, beyond it the landmark model sometimes lags the face.
+MAX_SHIFT = 0.05
+#: … and beyond this share they are not trusted at all: the detector decides (a face
+#: that jumped half its size answered ~0.2 off, consistently, on part of the face).
+MAX_LOOK = 0.2
+#: A face that moved more than this share of its size in a frame is detected, not
+#: followed (at ~a third of it, turning, the landmark model answered off the face).
+MAX_STEP = 0.3
 #: Two followed faces whose boxes overlap this much have become one: detect again.
 SAME_FACE_IOU = 0.5
 
@@ -49,6 +59,13 @@ def as_bgr(frame: np.ndarray | None) -> np.ndarray | None:
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     return frame if frame.shape[2] == 3 else None
+
+
+def _moved(landmarks: np.ndarray, expected: np.ndarray) -> float:
+    """How far ``landmarks`` lie from ``expected``, as a share of the face's size."""
+    shift = np.linalg.norm(landmarks.mean(axis=0) - expected.mean(axis=0))
+    _, _, w, h = _bounds(expected)
+    return float(shift) / max(w, h)
 
 
 def _bounds(landmarks: np.ndarray) -> tuple[float, float, float, float]:
@@ -144,7 +161,7 @@ class FaceFollower:
             face.meshed = True
             face.stages["mesh"] = (time.perf_counter() - t0) * 1000.0
             if face.landmarks is not None:
-                followed.append(_Followed.start(face.box, face.landmarks))
+                followed.append(self._start(face, frame.shape))
         # a face the landmark model misses cannot be followed: with it in the frame,
         # detection runs on every frame, as on the full path
         self._followed = followed if len(followed) == len(faces) else []
@@ -152,6 +169,28 @@ class FaceFollower:
         self._shape = frame.shape
         self.detected = True
         return faces
+
+    def _start(self, face: Face, shape: tuple[int, ...]) -> _Followed:
+        """Follow a detected face, with the motion of the face followed where it was a
+        frame ago, if any (a face crossing the view is looked for ahead, not behind)."""
+        assert face.landmarks is not None
+        new = _Followed.start(face.box, face.landmarks)
+        before = [(box_iou(f.box(f.landmarks, shape), face.box), f) for f in self._followed]
+        overlap, old = max(before, key=lambda b: b[0], default=(0.0, None))
+        if old is not None and overlap >= 0.3:
+            new.motion = (face.landmarks - old.landmarks).mean(axis=0)
+        return new
+
+    def _look(self, frame: np.ndarray, f: _Followed, landmarks: np.ndarray) -> np.ndarray | None:
+        """The landmark model on the region the full path places from a detection, from
+        the box and eyes ``landmarks`` give (its vectors match the full path's; the region
+        MediaPipe places from the landmarks themselves matched them less well); ``None``
+        if the face is gone or (nearly) out of the frame."""
+        assert self._mesher is not None
+        box = f.box(landmarks, frame.shape)
+        if min(box[2], box[3]) < self._min_side:
+            return None
+        return self._mesher.landmarks(frame, box, five_points(landmarks))
 
     def _follow(self, frame: np.ndarray) -> list[Face] | None:
         """The followed faces in ``frame``, or ``None`` if one is lost."""
@@ -161,14 +200,19 @@ class FaceFollower:
             t0 = time.perf_counter()
             # where the face should be now: its landmarks moved on by the last frame's
             # motion (nearer the full path's answer for a face crossing the view)
+            if f.motion is not None and _moved(f.landmarks + f.motion, f.landmarks) > MAX_STEP:
+                return None  # too fast to follow: the detector finds it where it is
             prev = f.landmarks if f.motion is None else f.landmarks + f.motion
-            near = f.box(prev, frame.shape)
-            if min(near[2], near[3]) < self._min_side:
-                return None  # (nearly) out of the frame
-            # the region the full path places from a detection, from the box and eyes the
-            # landmarks give: its vectors match the full path's; the region MediaPipe
-            # places from the landmarks themselves matched them less well
-            marks = self._mesher.landmarks(frame, near, five_points(prev))
+            marks = self._look(frame, f, prev)
+            moved = 0.0 if marks is None else _moved(marks, prev)
+            if moved > MAX_LOOK:
+                return None  # far from where it was expected: the detector decides
+            if marks is not None and moved > MAX_SHIFT:
+                # the landmark model pulls its answer towards the region's centre: a face
+                # that moved this far may be further still; the answer counts only if the
+                # region it places gives it back (else: full-frame detection)
+                again = self._look(frame, f, marks)
+                marks = again if again is not None and _moved(again, marks) <= MAX_SHIFT else None
             t1 = time.perf_counter()
             if marks is None:
                 return None

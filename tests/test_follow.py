@@ -195,3 +195,17 @@ def test_mediapipe_graph_detects_on_every_frame():
     frame = webcam(compose_frame([ANN]))
     assert len(follower.get(frame)) == 1 and len(follower.get(frame)) == 1
     assert follower.detected
+
+
+def test_a_face_that_jumps_is_found_by_the_detector(pipeline):
+    follower = FaceFollower(pipeline, EVERY)
+    here = webcam(compose_frame([ANN]))
+    there = webcam(compose_frame([ANN], offset=(90, 0)))  # half the face's width
+    assert len(follower.get(here)) == 1 and len(follower.get(here)) == 1
+    assert not follower.detected
+    (face,) = follower.get(there)
+    assert follower.detected  # not followed to a wrong place: searched whole
+    (ref,) = pipeline.get(there)
+    assert face.box == ref.box
+    assert face.landmarks is not None and ref.landmarks is not None
+    assert np.allclose(face.landmarks, ref.landmarks)
