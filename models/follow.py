@@ -6,9 +6,10 @@ pixels, so ``FaceFollower`` does what MediaPipe's FaceMesh does in video mode: t
 landmark model runs on a region placed from the face's previous landmarks, no
 detector, and its face score says whether the face is still there. The region is the
 one the full path places from a detection (``LandmarkMesher.landmarks``), with the box
-and eyes the previous landmarks give.
-Full-frame detection runs every ``detect_every`` frames (new faces), at once when a
-followed face is lost, and whenever nothing is followed.
+and eyes the previous landmarks give. Full-frame detection runs every ``detect_every``
+frames (new faces), at once when a followed face is lost or its answer is too far from
+where it was expected to be trusted (``MAX_SHIFT`` and below), and whenever nothing is
+followed.
 
 A followed face's box is the detector's box as it sat on that face's landmarks at
 its last detection, moved and scaled with the landmarks: quality, dedup and the
