@@ -416,6 +416,18 @@ class EdgeConfig:
     reembed_margin: float = setting(
         0.1, "how far above the threshold a track's score must be to count as confident", min=0
     )
+    # 5: a face that walks in is found within a second at the default 5 fps, and four
+    # frames in five skip the detector (docs/benchmarks.md, "Edge ≤ 20 ms")
+    detect_every: int = setting(
+        5,
+        "full-frame detection on every Nth frame; in between, faces already found are "
+        "followed by their landmarks (the landmark model on the region their previous "
+        "landmarks place, as MediaPipe does on video), and detection runs at once when one "
+        "is lost or moves too far to follow (1: detect on every frame; mesh_runtime "
+        "mediapipe always does)",
+        min=1,
+        flag="--detect-every",
+    )
     quality: QualityConfig = section(QualityConfig, "which faces are good enough to keep")
     pipeline: PipelineConfig = section(PipelineConfig, "the face pipeline")
     broker: BrokerConfig = section(BrokerConfig, "the MQTT broker", hint=BROKER_HINT)

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     for key in ("node", "source", "fps", "loop"):
         add_setting_flag(p, key, cls=EdgeConfig)
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: never)")
-    for key in ("broker.url", *PIPELINE_FLAGS, "dedup_distance", "dedup_seconds"):
+    for key in ("broker.url", *PIPELINE_FLAGS, "dedup_distance", "dedup_seconds", "detect_every"):
         add_setting_flag(p, key, cls=EdgeConfig)
     p.add_argument(
         "--print-results", action="store_true", help="print each result as a JSON line on stdout"

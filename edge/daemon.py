@@ -40,6 +40,7 @@ from facewire.edge.outbox import Outbox
 from facewire.edge.quality import passes
 from facewire.edge.sources import Frame
 from facewire.models import Face, FacePipeline
+from facewire.models.follow import FaceFollower
 
 log = logging.getLogger("facewire.edge")
 
@@ -67,6 +68,7 @@ class EdgeNode:
         self.cfg = cfg
         self.node = topics.check_node_id(cfg.node)
         self.pipeline = pipeline or FacePipeline(cfg.pipeline)
+        self.follower = FaceFollower(self.pipeline, cfg.detect_every)
         self.dedup = Dedup(cfg.dedup_distance, cfg.dedup_seconds, first=cfg.dedup_first)
         self.named = NamedFaces(cfg.reembed_named_s, cfg.reembed_margin)
         self.dropped_quality = 0  # faces the quality gate kept off the wire
@@ -159,7 +161,7 @@ class EdgeNode:
         with self._lock:
             self._frames.append(time.monotonic())
         gated = self.cfg.gate_live or self.cfg.reembed_named_s > 0
-        faces = self.pipeline.get(frame.image, keep=self._worth_embedding if gated else None)
+        faces = self.follower.get(frame.image, keep=self._worth_embedding if gated else None)
         now = time.monotonic()
         out = []
         for face in faces:

@@ -80,6 +80,7 @@ class Face:
     index: int = 0
     points: np.ndarray | None = None  # the detector's 5 key points (YuNet), frame pixels
     landmarks: np.ndarray | None = None
+    meshed: bool = False  # landmarks already looked for (``landmarks`` is the answer)
     crop: np.ndarray | None = None
     mask: np.ndarray | None = None
     aligned: bool = False

@@ -146,11 +146,12 @@ class FacePipeline:
     def prepare(self, frame: np.ndarray, face: Face) -> bool:
         """Fill ``face.crop`` (and landmarks/mask); ``False`` if the face is to be dropped."""
         size = self.embedder.input_size
-        landmarks = None
+        landmarks = face.landmarks  # a followed face comes meshed (models.follow)
         if self.mesher is not None:
-            t0 = time.perf_counter()
-            landmarks = self.mesher.landmarks(frame, face.box, face.points)
-            face.stages["mesh"] = _ms(t0)
+            if not face.meshed:
+                t0 = time.perf_counter()
+                landmarks = self.mesher.landmarks(frame, face.box, face.points)
+                face.stages["mesh"] = _ms(t0)
             if landmarks is None and self.cfg.on_mesh_miss == "drop":
                 return False
         t0 = time.perf_counter()
