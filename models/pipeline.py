@@ -127,7 +127,7 @@ class FacePipeline:
     @property
     def model_id(self) -> str:
         """The embedder's id (name + weights hash) and ``crop_tag``, e.g.
-        ``sface-338578e8+lm``: what a vector is comparable with. An edge and a
+        ``sface-338578e8+lm-blur1.4``: what a vector is comparable with. An edge and a
         classifier that disagree on the crop get a ``wrong_model`` error, not quietly
         worse answers (docs/protocol.md)."""
         return f"{self.embedder.model_id}+{crop_tag(self.cfg)}"

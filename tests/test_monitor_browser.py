@@ -134,6 +134,59 @@ def test_new_detection_appears_without_reload(browser, live, tmp_path: Path) -> 
     browser.save_screenshot(str(tmp_path / "log.png"))
 
 
+LOG_IDS_JS = """
+const ids = (sel) => Array.from(document.querySelectorAll(sel)).map((tr) => Number(tr.dataset.id));
+return [ids("#rows tr"), ids("#older-rows tr"), document.getElementById("log-older").hidden];
+"""
+COLUMN_X_JS = """
+const x = (sel) => Array.from(document.querySelectorAll(sel)).map((td) => Math.round(td.getBoundingClientRect().left));
+return [x("#rows tr:first-child td"), x("#older-rows tr:first-child td")];
+"""
+
+
+def test_the_log_keeps_its_newest_rows_apart_and_in_order(browser, live) -> None:
+    """The page keeps a small table of the newest rows (where a row is inserted) above the
+    older ones: rows move over in batches, the order (newest first) and the columns hold
+    across both, and the page is trimmed to its 100 rows."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    m, server = live
+    for seq in range(1, 31):
+        m.pub.send(topics.result("door"), result_payload("door", f"p{seq}", 0.9, seq))
+    wait_for(lambda: m.store.count() == 30, what="the first rows")
+    browser.get(f"{server.url}/log/html")
+    wait = WebDriverWait(browser, 10)
+    wait.until(lambda d: len(d.execute_script(LOG_IDS_JS)[0]) == 25)
+    live_ids, older_ids, older_hidden = browser.execute_script(LOG_IDS_JS)
+    assert len(older_ids) == 5 and not older_hidden
+    ids = live_ids + older_ids
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 30
+    # the same columns in both tables
+    newest_x, older_x = browser.execute_script(COLUMN_X_JS)
+    assert newest_x == older_x and len(newest_x) == 9
+
+    for seq in range(31, 141):  # live, one by one: more than the page keeps
+        m.pub.send(topics.result("lobby"), result_payload("lobby", f"p{seq}", 0.9, seq))
+    wait_for(lambda: m.store.count() == 140, what="the live rows")
+
+    def settled(d) -> bool:
+        newest, rest, _ = d.execute_script(LOG_IDS_JS)
+        return len(newest) < 50 and len(newest) + len(rest) <= 125 and bool(newest) and (
+            d.execute_script("return document.querySelector('#rows td.name').textContent")
+            == "p140"
+        )
+
+    wait.until(settled)
+    live_ids, older_ids, _ = browser.execute_script(LOG_IDS_JS)
+    ids = live_ids + older_ids
+    assert ids == sorted(ids, reverse=True), "newest first across both tables"
+    assert len(ids) == len(set(ids)) and ids[0] == max(ids)
+    assert ids == list(range(ids[0], ids[0] - len(ids), -1)), "no row skipped"
+    assert len(ids) >= 100 - 1  # trimmed to about MAX_ROWS (it may hold a batch more)
+    shown = browser.find_element("id", "row-count").text
+    assert shown.startswith(f"{len(ids)} shown")
+
+
 def test_threshold_and_node_pages_draw(browser, live, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

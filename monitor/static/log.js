@@ -2,10 +2,16 @@
 "use strict";
 
 (function () {
-  // rows kept on the page: each more costs every repaint (older ones are in /log)
+  // rows kept on the page (older ones are in /log)
   const MAX_ROWS = 100;
+  // A new row goes into a small table of the newest rows; the rest sit in a second table
+  // on a layer of its own, which a new row moves without repainting (style.css). Rows
+  // move over (and the page is trimmed to MAX_ROWS) in batches, when the browser is idle.
+  const LIVE_ROWS = 25;
   const urls = window.FACEWIRE.urls;
   const tbody = document.getElementById("rows");
+  const older = document.getElementById("older-rows");
+  const whenIdle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
   const badge = document.getElementById("stream-state");
   const empty = document.getElementById("log-empty");
   const count = document.getElementById("row-count");
@@ -96,7 +102,8 @@
   }
 
   function refreshCount() {
-    const n = tbody.rows.length;
+    const n = tbody.rows.length + older.rows.length;
+    older.parentElement.hidden = older.rows.length === 0;
     empty.hidden = n > 0;
     count.textContent = n ? `${n} shown (newest first)` : "";
   }
@@ -113,12 +120,31 @@
     return p;
   }
 
+  let moving = false;
   function add(d) {
     if (d.id <= lastId) return;
     lastId = d.id;
     tbody.prepend(row(d, true));
-    while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(-1);
+    if (tbody.rows.length >= 2 * LIVE_ROWS && !moving) {
+      moving = true;
+      whenIdle(moveOlder, { timeout: 1000 });
+    }
     refreshCount();
+  }
+
+  /* All but the newest LIVE_ROWS rows to the top of the older table, in one go. */
+  function moveOlder() {
+    moving = false;
+    const moved = Array.from(tbody.rows).slice(LIVE_ROWS);
+    for (const tr of moved) tr.remove();
+    older.prepend(...moved);
+    while (older.rows.length && tbody.rows.length + older.rows.length > MAX_ROWS) older.deleteRow(-1);
+    refreshCount();
+  }
+
+  function show(rows) {
+    tbody.replaceChildren(...rows.slice(0, LIVE_ROWS));
+    older.replaceChildren(...rows.slice(LIVE_ROWS));
   }
 
   async function start() {
@@ -136,7 +162,7 @@
       return;
     }
     if (gen !== generation) return;
-    tbody.replaceChildren(...data.detections.map((d) => row(d, false)));
+    show(data.detections.map((d) => row(d, false)));
     lastId = data.detections.length ? data.detections[0].id : data.last_id;
     refreshCount();
     const sp = filters();
