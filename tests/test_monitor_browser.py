@@ -139,7 +139,8 @@ const ids = (sel) => Array.from(document.querySelectorAll(sel)).map((tr) => Numb
 return [ids("#rows tr"), ids("#older-rows tr"), document.getElementById("log-older").hidden];
 """
 COLUMN_X_JS = """
-const x = (sel) => Array.from(document.querySelectorAll(sel)).map((td) => Math.round(td.getBoundingClientRect().left));
+const left = (td) => Math.round(td.getBoundingClientRect().left);
+const x = (sel) => Array.from(document.querySelectorAll(sel)).map(left);
 return [x("#rows tr:first-child td"), x("#older-rows tr:first-child td")];
 """
 
@@ -171,9 +172,14 @@ def test_the_log_keeps_its_newest_rows_apart_and_in_order(browser, live) -> None
 
     def settled(d) -> bool:
         newest, rest, _ = d.execute_script(LOG_IDS_JS)
-        return len(newest) < 50 and len(newest) + len(rest) <= 125 and bool(newest) and (
-            d.execute_script("return document.querySelector('#rows td.name').textContent")
-            == "p140"
+        return (
+            len(newest) < 50
+            and len(newest) + len(rest) <= 125
+            and bool(newest)
+            and (
+                d.execute_script("return document.querySelector('#rows td.name').textContent")
+                == "p140"
+            )
         )
 
     wait.until(settled)
