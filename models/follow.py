@@ -22,16 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facewire.models.detect import min_size
 from facewire.models.face import Face, Quality, box_iou
 from facewire.models.mesh import LandmarkMesher, five_points
-from facewire.models.pipeline import FacePipeline
+from facewire.models.pipeline import FacePipeline, as_bgr
 
-#: Frames smaller than this on a side hold no face worth finding (and upset detectors).
-MIN_SIDE = 32
 #: A followed face's landmarks this far (share of its size) from where they were
 #: expected are checked once more: up to here they matched the full path's to ~1 % of
 #: the face at every speed tried, beyond it the landmark model sometimes lags the face.
@@ -44,22 +41,6 @@ MAX_LOOK = 0.2
 MAX_STEP = 0.3
 #: Two followed faces whose boxes overlap this much have become one: detect again.
 SAME_FACE_IOU = 0.5
-
-
-def as_bgr(frame: np.ndarray | None) -> np.ndarray | None:
-    """``frame`` as 8-bit BGR, or ``None`` if it cannot hold a face (empty, tiny,
-    not an image)."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-        return None
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim not in (2, 3) or min(frame.shape[:2]) < MIN_SIDE:
-        return None
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    if frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return frame if frame.shape[2] == 3 else None
 
 
 def _moved(landmarks: np.ndarray, expected: np.ndarray) -> float:

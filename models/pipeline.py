@@ -47,6 +47,26 @@ def square_crop(frame: np.ndarray, box: tuple[int, int, int, int], size: int) ->
     )
 
 
+#: Frames smaller than this on a side hold no face worth finding (and upset detectors).
+MIN_SIDE = 32
+
+
+def as_bgr(frame: np.ndarray | None) -> np.ndarray | None:
+    """``frame`` as 8-bit BGR, or ``None`` if it cannot hold a face (empty, tiny,
+    not an image)."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        return None
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3) or min(frame.shape[:2]) < MIN_SIDE:
+        return None
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return frame if frame.shape[2] == 3 else None
+
+
 def crop_tag(cfg: PipelineConfig) -> str:
     """How the crop is made, as far as it changes the vector: the landmark runtime
     (``lm`` the landmark model alone, ``mp`` MediaPipe's graph), the mask (``-blur1.4``:
@@ -188,8 +208,10 @@ class FacePipeline:
     def get(self, frame: np.ndarray, keep: Callable[[Face], bool] | None = None) -> list[Face]:
         """All faces of ``frame`` with crops and embeddings (one embedder call per frame);
         with ``keep``, only the detected faces it says are worth meshing and embedding."""
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        image = as_bgr(frame)
+        if image is None:  # empty, tiny or not an image: no face in it
+            return []
+        frame = image
         found = self.detect(frame)
         if keep is not None:
             found = [f for f in found if keep(f)]

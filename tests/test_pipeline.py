@@ -350,3 +350,26 @@ def test_embedder_threads_spin_as_configured(spinning, allow, stop):
     finally:
         p.close()
     assert PipelineConfig().ort_spinning == "run"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((4, 4, 3), np.uint8),
+        np.zeros((480, 640, 2), np.uint8),
+        np.zeros((480, 640, 3), np.float32),
+        np.zeros((2, 480, 640, 3), np.uint8),
+    ],
+    ids=["empty", "tiny", "two-channel", "float", "four-dimensional"],
+)
+def test_a_frame_that_cannot_hold_a_face_has_none(pipeline, frame):
+    assert pipeline.get(frame) == []
+
+
+def test_grey_and_bgra_frames_are_searched_as_colour(pipeline):
+    bgr = cv2.imread(str(FRONTAL))
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    for frame in (grey, grey[:, :, None], cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)):
+        faces = pipeline.get(frame)
+        assert len(faces) == 1 and faces[0].embedding is not None
