@@ -161,6 +161,8 @@ class EdgeNode:
         with self._lock:
             self._frames.append(time.monotonic())
         gated = self.cfg.gate_live or self.cfg.reembed_named_s > 0
+        if frame.cut:
+            self.follower.reset()
         faces = self.follower.get(frame.image, keep=self._worth_embedding if gated else None)
         now = time.monotonic()
         out = []

@@ -24,11 +24,14 @@ class Frame:
     captured_perf: float  # perf_counter at capture: latency is measured on this clock
     capture_ms: float  # time spent reading/decoding the frame
     label: str = ""  # file name when replaying a folder
+    # the frame does not continue the one before it (a photo of a folder, a video's first
+    # frame, opened or looped): its faces are searched for anew, not followed
+    cut: bool = False
 
 
-def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
-    """Every photo below ``folder`` (``list_photos``), in order; unreadable ones are
-    logged and skipped."""
+def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str, bool]]:
+    """Every photo below ``folder`` (``list_photos``), in order, each a cut; unreadable
+    ones are logged and skipped."""
     files = list_photos(folder)
     if not files:
         raise FileNotFoundError(f"no images in {folder}")
@@ -41,26 +44,29 @@ def folder_frames(folder: Path, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
                 log.warning("skipping %s: %s", f, exc)
                 continue
             read += 1
-            yield image, str(f.relative_to(folder))
+            yield image, str(f.relative_to(folder)), True
         if not loop:
             return
         if not read:  # looping over nothing readable would spin for ever
             raise FileNotFoundError(f"no readable images in {folder}")
 
 
-def capture_frames(spec: str, loop: bool) -> Iterator[tuple[np.ndarray, str]]:
-    """Frames from a webcam index, a video file or a stream URL."""
+def capture_frames(spec: str, loop: bool) -> Iterator[tuple[np.ndarray, str, bool]]:
+    """Frames from a webcam index, a video file or a stream URL; the first after each
+    opening is a cut."""
     target: int | str = int(spec) if spec.isdigit() else spec
     while True:
         cap = cv2.VideoCapture(target)
         if not cap.isOpened():
             raise RuntimeError(f"cannot open video source {spec!r}")
         try:
+            cut = True
             while True:
                 ok, image = cap.read()
                 if not ok:
                     break
-                yield image, ""
+                yield image, "", cut
+                cut = False
         finally:
             cap.release()
         if not loop or isinstance(target, int):
@@ -82,9 +88,10 @@ def open_source(spec: str, fps: float, loop: bool = False) -> Iterator[Frame]:
             next_at = max(next_at + period, time.perf_counter() - period)
         t0 = time.perf_counter()
         try:
-            image, label = next(raw)
+            image, label, cut = next(raw)
         except StopIteration:
             return
         captured_perf = time.perf_counter()
-        yield Frame(frame_id, image, time.time(), t0, (captured_perf - t0) * 1000.0, label)
+        capture_ms = (captured_perf - t0) * 1000.0
+        yield Frame(frame_id, image, time.time(), t0, capture_ms, label, cut)
         frame_id += 1

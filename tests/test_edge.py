@@ -57,6 +57,35 @@ def test_video_file_source(tmp_path):
     writer.release()
     frames = list(open_source(str(path), fps=0))
     assert len(frames) == 5 and frames[0].image.shape == (480, 640, 3)
+    # a video continues from frame to frame: only its first frame is a cut...
+    assert [f.cut for f in frames] == [True, False, False, False, False]
+    # ...and the first after each loop
+    looped = open_source(str(path), fps=0, loop=True)
+    assert [next(looped).cut for _ in range(7)] == [True, False, False, False, False, True, False]
+
+
+def test_every_photo_of_a_folder_is_a_cut(tmp_path):
+    for f in sorted((PROBES / "ORL_s01").glob("*.jpg"))[:3]:
+        shutil.copy(f, tmp_path / f.name)
+    assert [f.cut for f in open_source(str(tmp_path), fps=0)] == [True, True, True]
+
+
+def test_the_edge_searches_a_cut_whole_and_follows_a_video():
+    broker = MemoryBroker()
+    cfg = config.load(EdgeConfig, overrides={"node": "cam", "dedup_distance": 0}, env={})
+    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    try:
+        frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
+        video = replace(frame, cut=False)
+        searched = []
+        for f in (frame, video, video, frame, video):
+            assert len(node.process(f)) == 1
+            searched.append(node.follower.detected)
+        # a photo is searched whole (another person may stand where the last one did);
+        # the frames of a video that follow it are followed
+        assert searched == [True, False, False, True, False]
+    finally:
+        node.close(drain_s=0.1)
 
 
 def test_missing_source_is_a_clear_error():
