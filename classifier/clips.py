@@ -44,6 +44,7 @@ from facewire.edge.enroll import Capture, capture_faces
 from facewire.edge.quality import passes, reason_kind
 from facewire.edge.sources import Frame
 from facewire.models import FacePipeline
+from facewire.models.follow import FaceFollower
 
 #: The ``NAME`` of a clip whose person is not enrolled.
 STRANGER = "stranger"
@@ -195,10 +196,13 @@ def run_clip(
     spec: ClipSpec,
     tracks: TrackConfig,
     gate: QualityConfig | None,
+    detect_every: int = 1,
 ) -> ClipOutcome:
     """Play ``spec`` through the edge's pipeline (``gate``: the quality gate on live
-    frames, ``None`` for none), the matcher and a :class:`Tracker`."""
+    frames, ``None`` for none; faces followed between detections on every
+    ``detect_every``-th frame, as the edge does), the matcher and a :class:`Tracker`."""
     out = ClipOutcome(spec)
+    follower = FaceFollower(pipeline, detect_every)
     seen: list[tuple[float, tuple[int, int, int, int], tuple[float, float, float]]] = []
     vectors: list[np.ndarray] = []
 
@@ -214,7 +218,7 @@ def run_clip(
     for t, image in clip_frames(spec):
         out.frames += 1
         detected[0] = False
-        faces = pipeline.get(image, keep=worth)
+        faces = follower.get(image, keep=worth)
         out.frames_with_face += detected[0]
         for face in faces:
             if face.embedding is None:

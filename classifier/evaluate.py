@@ -47,7 +47,13 @@ from facewire.classifier.gallery import Gallery, build_gallery, iter_people, rea
 from facewire.classifier.search import UNKNOWN, Matcher
 from facewire.classifier.tracks import Tracker
 from facewire.config.cli import add_setting_flags, overrides_from
-from facewire.config.schema import PipelineConfig, QualityConfig, SearchConfig, TrackConfig
+from facewire.config.schema import (
+    EdgeConfig,
+    PipelineConfig,
+    QualityConfig,
+    SearchConfig,
+    TrackConfig,
+)
 from facewire.models import FacePipeline
 
 #: FARs that TAR is reported at
@@ -437,6 +443,7 @@ def evaluate(
     tracks: TrackConfig | None = None,
     gate: QualityConfig | None = None,
     enrol_count: int = 8,
+    detect_every: int = 1,
 ) -> Report:
     """``split`` = (gallery subdir, probe subdir) for a ``<person>/{train,test}/`` layout.
 
@@ -449,7 +456,8 @@ def evaluate(
     ``enrol_clips`` add their people to the gallery before it is calibrated (up to
     ``enrol_count`` faces each, captured as ``facewire enroll`` does); ``probe_clips``
     are played as live video (``classifier.clips``), with ``gate`` as the edge's
-    quality gate (``None``: every face is sent) and ``tracks`` the classifier's.
+    quality gate (``None``: every face is sent), ``tracks`` the classifier's and
+    ``detect_every`` the edge's (faces followed between detections).
     """
     held_out = held_out_people(gallery_dir, strangers)
     pipeline = FacePipeline(pipeline_cfg)
@@ -518,7 +526,8 @@ def evaluate(
         report.outcomes = run_probes(pipeline, matcher, known, gallery)
         report.unknown = run_probes(pipeline, matcher, unknown, gallery)
         report.clips = [
-            run_clip(pipeline, matcher, spec, tracks or TrackConfig(), gate) for spec in probe_clips
+            run_clip(pipeline, matcher, spec, tracks or TrackConfig(), gate, detect_every)
+            for spec in probe_clips
         ]
         return report
     finally:
@@ -720,6 +729,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="faces kept per enrolment clip at most (default: %(default)s)",
     )
     clips.add_argument(
+        "--detect-every",
+        type=int,
+        default=EdgeConfig().detect_every,
+        metavar="N",
+        help="full-frame detection on every Nth frame of a probe clip, faces followed in "
+        "between, as the edge does (edge.detect_every; 1: detect on every frame) "
+        "(default: %(default)s)",
+    )
+    clips.add_argument(
         "--no-gate",
         action="store_true",
         help="send every face of a probe clip (as edge.gate_live: false); default: the "
@@ -790,6 +808,8 @@ def run(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"no such clip: {spec.path}")
         if args.enrol_count < 1:
             raise ValueError("--enrol-count must be at least 1")
+        if args.detect_every < 1:
+            raise ValueError("--detect-every must be at least 1")
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"facewire eval: {exc}") from None
     try:
@@ -822,6 +842,7 @@ def _evaluate(args: argparse.Namespace, cfg: EvalConfig, split: list[str]) -> Re
         tracks=cfg.track,
         gate=None if args.no_gate else cfg.quality,
         enrol_count=args.enrol_count,
+        detect_every=args.detect_every,
     )
 
 
