@@ -147,6 +147,15 @@ class EnrolmentStore:
             ).fetchall()
         return _matrix([r[1] for r in rows]), [r[0] for r in rows]
 
+    def models(self) -> dict[str, int]:
+        """Enrolled vectors and corrections per model id they were made with."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT model, COUNT(*) FROM (SELECT model FROM enrolled"
+                " UNION ALL SELECT model FROM corrections) GROUP BY model"
+            ).fetchall()
+        return {str(m): int(n) for m, n in rows}
+
     def corrections(self, model: str) -> tuple[np.ndarray, list[str]]:
         """The corrected vectors of ``model`` and the people they were *not*."""
         with self._lock:

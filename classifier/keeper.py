@@ -163,7 +163,26 @@ class GalleryKeeper:
 
 
 def with_enrolled(gallery: Gallery, store: EnrolmentStore) -> Gallery:
-    """``gallery`` and the vectors enrolled for its model (paths ``enrolled:<n>``)."""
+    """``gallery`` and the vectors enrolled for its model (paths ``enrolled:<n>``).
+
+    Vectors the same weights made from another crop (another ``pipeline`` mask or
+    alignment) are not comparable and stay out; a warning says how many, since people
+    taught from a camera have no photo to be embedded again."""
+    weights = gallery.model_id.split("+")[0]
+    stale = {
+        model: n
+        for model, n in store.models().items()
+        if model != gallery.model_id and model.split("+")[0] == weights
+    }
+    if stale:
+        log.warning(
+            "%d enrolled vectors or corrections were made with another face crop (%s) "
+            "and are not used with %s: teach those people again, or run the pipeline "
+            "settings that made them",
+            sum(stale.values()),
+            ", ".join(sorted(stale)),
+            gallery.model_id,
+        )
     vectors, people = store.enrolled(gallery.model_id)
     if not people or (gallery.labels and vectors.shape[1] != gallery.dim):
         return gallery
