@@ -154,8 +154,9 @@ class PipelineConfig:
     detector: DetectorConfig = section(DetectorConfig, "the face detector")
     mesh: bool = setting(
         True,
-        "blur the background around the face (outside FaceMesh's face oval, grown by "
-        f"mask_scale), so that a camera's scene is not part of the vector; {MUST_AGREE}",
+        "replace the background around the face (outside FaceMesh's face oval, grown by "
+        "mask_scale) as mask_fill says, so that a camera's scene is not part of the "
+        f"vector; {MUST_AGREE}",
         flag="--no-mesh",
     )
     # FaceMesh's own oval cuts the forehead and jaw line the embedder was trained with,

@@ -3,7 +3,7 @@
 The edge learns from its results which track each face it sent belongs to (and where
 its box was), and from the track events which tracks were named, with what score.
 A face detected where a confidently named track's last box was is embedded again at
-most every ``period_s``: detection still runs on every frame, the embedder (most of a
+most every ``period_s``: the face is still found on every frame, the embedder (most of a
 frame's time) runs for new faces.
 
 >>> from facewire.bus.messages import Result, TrackEvent

@@ -133,6 +133,8 @@ class FaceFollower:
 
     def _detect(self, frame: np.ndarray) -> list[Face]:
         assert self._mesher is not None
+        if frame.shape != self._shape:  # another camera size: old positions mean nothing
+            self._followed = []
         faces = self.pipeline.detect(frame)
         followed = []
         for face in faces:

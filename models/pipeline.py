@@ -153,7 +153,12 @@ class FacePipeline:
         return f"{self.embedder.model_id}+{crop_tag(self.cfg)}"
 
     def detect(self, frame: np.ndarray) -> list[Face]:
-        """Faces with boxes and quality only (no crops, no vectors)."""
+        """Faces with boxes and quality only (no crops, no vectors); none in a frame that
+        cannot hold one (``as_bgr``)."""
+        image = as_bgr(frame)
+        if image is None:
+            return []
+        frame = image
         t0 = time.perf_counter()
         found = self.detector.detect_points(frame)
         quality = [Quality.measure(frame, box) for box, _ in found]

@@ -125,7 +125,10 @@
     if (d.id <= lastId) return;
     lastId = d.id;
     tbody.prepend(row(d, true));
-    if (tbody.rows.length >= 2 * LIVE_ROWS && !moving) {
+    // a hidden tab gets idle callbacks rarely, if ever, while rows keep coming
+    if (document.hidden || tbody.rows.length >= MAX_ROWS) {
+      moveOlder();
+    } else if (tbody.rows.length >= 2 * LIVE_ROWS && !moving) {
       moving = true;
       whenIdle(moveOlder, { timeout: 1000 });
     }
