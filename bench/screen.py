@@ -4,10 +4,10 @@ What it runs, each as its own process like a deployment: a private mosquitto, ``
 classifier`` on ``dataset/gallery``, ``facewire monitor``, one ``facewire edge`` replaying
 camera-like 640×480 JPEG frames at ``--fps`` with dedup off, and headless Chromium on
 the monitor's ``/log/html``. The frames are one gallery person standing at the door,
-swaying a few pixels from frame to frame (``bench.frames.moving_frames``), as the edge
-sees a visitor and follows their face between detections; ``--people`` replays a
-different person's probe photo in every frame instead (``bench e2e``'s frames), which
-makes the edge look for the face anew each time.
+swaying a few pixels from frame to frame (``bench.frames.moving_frames``, written as a
+Motion JPEG video), as the edge sees a visitor and follows their face between
+detections; ``--people`` replays a folder with a different person's probe photo in each
+frame instead (``bench e2e``'s frames): each photo is a cut, searched for anew.
 
 The bench injects a script into the page: a MutationObserver on the log table notes
 each inserted row (``data-id``, node and seq cells) and, two animation frames later
@@ -289,22 +289,28 @@ def prefill(db: Path, count: int) -> None:
         store.close()
 
 
-def write_standing(directory: Path, count: int) -> None:
-    """``count`` JPEG frames of one gallery person's probe photo swaying in place: a loop
-    the edge can replay as one continuous video."""
+def write_standing(path: Path, count: int) -> Path:
+    """A video (Motion JPEG, like a webcam's) of ``count`` frames: one gallery person's
+    probe photo swaying in place, a loop the edge replays as continuous video (a folder
+    of photos would be a cut at every frame)."""
     from facewire.bench.edge import pick_photos
 
-    for i, frame in enumerate(moving_frames(pick_photos(1), count)):
-        cv2.imwrite(str(directory / f"{i:03d}.jpg"), frame)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    try:
+        for frame in moving_frames(pick_photos(1), count):
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
 
 
 def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     frames = work / "frames"
-    frames.mkdir()
     if args.people:
+        frames.mkdir()
         write_frames(frames, args.frames)
     else:
-        write_standing(frames, args.frames)
+        frames = write_standing(work / "standing.avi", args.frames)
     db = work / "monitor.sqlite3"
     prefill(db, args.prefill)
     port = free_port()
