@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from facewire.bench.common import ROOT, Broker, child_env, emit, note, stop_process
 from facewire.bench.endtoend import Listener
-from facewire.bench.frames import compose_frame
+from facewire.bench.frames import compose_frame, write_video
 from facewire.models.files import list_photos
 
 COLUMNS = [
@@ -48,15 +47,14 @@ COLUMNS = [
 ]
 
 
-def write_standing(directory: Path, person: str, count: int = 60) -> None:
-    """``count`` frames of ``person`` standing: one photo, a few pixels of sway."""
+def write_standing(path: Path, person: str, count: int = 60) -> Path:
+    """A video of ``count`` frames of ``person`` standing: one photo, a few pixels of
+    sway (a continuous take, which the edge follows)."""
     photo = list_photos(ROOT / "dataset" / "probes" / person)[0]
     base = compose_frame([photo])
     rng = np.random.default_rng(0)
-    for i in range(count):
-        dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
-        frame = np.roll(base, (dy, dx), axis=(0, 1))
-        cv2.imwrite(str(directory / f"{i:03d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    shifts = [tuple(int(v) for v in rng.integers(-3, 4, size=2)) for _ in range(count)]
+    return write_video(path, (np.roll(base, (dy, dx), axis=(0, 1)) for dy, dx in shifts))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -165,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("facewire bench edge-cpu: --one-core needs taskset (util-linux)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="facewire-standing-") as tmp:
-        write_standing(Path(tmp), args.person)
+        video = write_standing(Path(tmp) / "standing.avi", args.person)
         for one_core in [False, True] if args.one_core else [False]:
             for reembed_s in (0.0, args.reembed_named_s):
                 note(f"reembed_named_s {reembed_s:g}, {'one core' if one_core else 'all cores'} …")
-                rows.append(run_one(args, Path(tmp), reembed_s, one_core))
+                rows.append(run_one(args, video, reembed_s, one_core))
     emit("edge-cpu", rows, COLUMNS, args.json, params=vars(args))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -55,3 +56,20 @@ def moving_frames(
         offset = (round(reach[0] * np.cos(a)), round(reach[1] * np.sin(a)))
         out.append(compose_frame(faces, face_height=round(200 + 8 * np.sin(2 * a)), offset=offset))
     return out
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 15.0) -> Path:
+    """``frames`` as a Motion JPEG video, as a webcam sends them. The edge replays a
+    video as one continuous take and follows its faces; each photo of a folder is a cut
+    it searches anew."""
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write a Motion JPEG video to {path}")
+    try:
+        for frame in frames:
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path

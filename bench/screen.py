@@ -47,8 +47,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cv2
-
 from facewire.bench.common import (
     ROOT,
     Broker,
@@ -60,7 +58,7 @@ from facewire.bench.common import (
     summary,
 )
 from facewire.bench.endtoend import write_frames
-from facewire.bench.frames import moving_frames
+from facewire.bench.frames import moving_frames, write_video
 from facewire.devtools.broker import free_port
 
 TARGET_P50_MS = 40.0
@@ -290,18 +288,11 @@ def prefill(db: Path, count: int) -> None:
 
 
 def write_standing(path: Path, count: int) -> Path:
-    """A video (Motion JPEG, like a webcam's) of ``count`` frames: one gallery person's
-    probe photo swaying in place, a loop the edge replays as continuous video (a folder
-    of photos would be a cut at every frame)."""
+    """A video of ``count`` frames: one gallery person's probe photo swaying in place,
+    a loop the edge replays as one continuous take."""
     from facewire.bench.edge import pick_photos
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
-    try:
-        for frame in moving_frames(pick_photos(1), count):
-            writer.write(frame)
-    finally:
-        writer.release()
-    return path
+    return write_video(path, moving_frames(pick_photos(1), count), fps=10)
 
 
 def run_one(args: argparse.Namespace, work: Path) -> dict[str, Any]:
