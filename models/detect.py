@@ -58,6 +58,16 @@ def min_size(cfg: DetectorConfig, default: int) -> int:
     return default if cfg.min_size is None else cfg.min_size
 
 
+def smallest_face(cfg: DetectorConfig) -> int:
+    """The smallest face box ``cfg``'s detector reports, pixels of the frame.
+
+    >>> from facewire.config.schema import DetectorConfig
+    >>> smallest_face(DetectorConfig(kind="haar")), smallest_face(DetectorConfig(kind="yunet"))
+    (30, 20)
+    """
+    return min_size(cfg, 30 if cfg.kind == "haar" else 20)
+
+
 def to_frame_points(
     rects: Iterable[Iterable[float]],
     scale: float,
@@ -120,7 +130,7 @@ class HaarDetector(_Detector):
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         small, scale = shrink(grey, cfg.detect_width)
         small, pad = pad_border(cv2.equalizeHist(small), padding(cfg, 0.15))
-        min_side = max(8, round(min_size(cfg, 30) * scale))
+        min_side = max(8, round(smallest_face(cfg) * scale))
         found = self._cascade.detectMultiScale(
             small,
             scaleFactor=cfg.scale_factor,
@@ -160,7 +170,7 @@ class YuNetDetector(_Detector):
             self._size = size
         _, found = self._net.detect(small)
         rects = found if found is not None else []
-        return to_frame_points(rects, scale, pad, bgr.shape, min_size(cfg, 20), cfg.largest_only)
+        return to_frame_points(rects, scale, pad, bgr.shape, smallest_face(cfg), cfg.largest_only)
 
 
 def yunet_path(models_directory: str = "") -> Path:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facewire.models.detect import min_size
+from facewire.models.detect import smallest_face
 from facewire.models.face import Face, Quality, box_iou
 from facewire.models.mesh import LandmarkMesher, five_points
 from facewire.models.pipeline import FacePipeline, as_bgr
@@ -96,7 +96,7 @@ class FaceFollower:
         self._since_detect = 0  # frames followed since the last full-frame detection
         self._shape: tuple[int, ...] = ()
         # the detector's smallest face
-        self._min_side = min_size(pipeline.cfg.detector, 20) if self._mesher is not None else 0
+        self._min_side = smallest_face(pipeline.cfg.detector) if self._mesher is not None else 0
         self.detected = True
 
     def reset(self) -> None:
