@@ -20,10 +20,9 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-import numpy as np
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -35,7 +34,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from facewire.bus import codec
-from facewire.bus.latency import LatencyWindow
+from facewire.bus.latency import LATENCY_BUCKETS_S, OTHER, Buckets, LatencyWindow
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -55,14 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("facewire.classifier")
-
-#: Bucket bounds of the stage latency histograms, seconds: 0.5 ms (a search of a
-#: small gallery) to 5 s (a backlog).
-LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
-#: The label value the nodes past the cap are summed under.
-OTHER = "other"
 
 
 class CountedWindow(LatencyWindow):
@@ -93,51 +84,6 @@ class CountedWindow(LatencyWindow):
             held = len(self._values)
             new = max(0, min(self.added - seen, held))
             return self.added, list(itertools.islice(self._values, held - new, held))
-
-
-class Buckets:
-    """A cumulative histogram kept by the collector: ``fold`` adds observations."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = np.asarray(bounds, dtype=np.float64)
-        self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # the last: > every bound
-        self.sum = 0.0
-
-    @property
-    def count(self) -> int:
-        return int(self.counts.sum())
-
-    def fold(self, values: Sequence[float], count: int | None = None) -> None:
-        """Add ``values``; with ``count`` (> ``len(values)``), they stand for that many:
-        the buckets are scaled to it (largest remainders), so ``+Inf`` equals the count."""
-        if not len(values):
-            return
-        x = np.asarray(values, dtype=np.float64)
-        x = x[np.isfinite(x)]
-        if not len(x):
-            return
-        # le semantics: a value equal to a bound belongs to that bound's bucket
-        per = np.bincount(np.searchsorted(self.bounds, x, side="left"), minlength=len(self.counts))
-        total = float(x.sum())
-        if count is not None and count > len(x):
-            scaled = per * (count / len(x))
-            per = np.floor(scaled).astype(np.int64)
-            short = count - int(per.sum())
-            per[np.argsort(per - scaled)[:short]] += 1
-            total *= count / len(x)
-        self.counts += per
-        self.sum += total
-
-    def samples(self) -> tuple[list[tuple[str, float]], float]:
-        """(``buckets`` for :class:`HistogramMetricFamily`, the sum)."""
-        cumulative = np.cumsum(self.counts)
-        out = [(_bound(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=False)]
-        out.append(("+Inf", float(cumulative[-1])))
-        return out, self.sum
-
-
-def _bound(b: float) -> str:
-    return repr(float(b))
 
 
 def top_nodes(values: Mapping[str, int], keep: int) -> dict[str, int]:

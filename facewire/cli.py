@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "monitor": ("facewire.monitor.__main__", "the web monitor (Flask, http://127.0.0.1:6010)"),
     "eval": (
-        "facewire.classifier.evaluate",
+        "facewire.evaluation.evaluate",
         "offline accuracy of the pipeline on a gallery + probes",
     ),
     "models": ("facewire.models.commands", "prepare, export and list model files"),

@@ -26,8 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from facewire.bus.latency import LATENCY_BUCKETS_S, OTHER, Buckets
 from facewire.bus.messages import CLASSIFIER_STAGES, EDGE_STAGES, UNKNOWN
-from facewire.classifier.metrics import LATENCY_BUCKETS_S, OTHER, Buckets
 from facewire.monitor.state import STALE_AFTER_S, State
 from facewire.monitor.store import Store
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facewire.classifier.clips import ClipSpec
-from facewire.classifier.evaluate import (
+from facewire.evaluation.clips import ClipSpec
+from facewire.evaluation.evaluate import (
     ProbeOutcome,
     Report,
     best_per_identity,

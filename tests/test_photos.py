@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from facewire.classifier.evaluate import probe_files
 from facewire.classifier.gallery import iter_people
 from facewire.edge.sources import open_source
+from facewire.evaluation.evaluate import probe_files
 from facewire.models.files import IMAGE_SUFFIXES, list_files, list_photos, spread_photos
 from tests.conftest import DATASET
 

@@ -408,7 +408,7 @@ def test_add_setting_flag_refuses_a_second_name():
 
 
 def test_eval_takes_pipeline_and_search_flags_and_the_shared_pipeline():
-    from facewire.classifier import evaluate
+    from facewire.evaluation import evaluate
 
     p = argparse.ArgumentParser()
     evaluate.add_arguments(p)

@@ -42,7 +42,6 @@ import numpy as np
 
 from facewire import config
 from facewire.classifier.calibrate import choose_threshold
-from facewire.classifier.clips import ClipOutcome, ClipSpec, enrol_clip, format_clips, run_clip
 from facewire.classifier.gallery import Gallery, build_gallery, iter_people, read_image
 from facewire.classifier.search import UNKNOWN, Matcher
 from facewire.classifier.tracks import Tracker
@@ -54,6 +53,7 @@ from facewire.config.schema import (
     SearchConfig,
     TrackConfig,
 )
+from facewire.evaluation.clips import ClipOutcome, ClipSpec, enrol_clip, format_clips, run_clip
 from facewire.models import FacePipeline
 
 #: FARs that TAR is reported at
@@ -455,7 +455,7 @@ def evaluate(
 
     ``enrol_clips`` add their people to the gallery before it is calibrated (up to
     ``enrol_count`` faces each, captured as ``facewire enroll`` does); ``probe_clips``
-    are played as live video (``classifier.clips``), with ``gate`` as the edge's
+    are played as live video (``facewire.evaluation.clips``), with ``gate`` as the edge's
     quality gate (``None``: every face is sent), ``tracks`` the classifier's and
     ``detect_every`` the edge's (faces followed between detections).
     """
@@ -850,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="facewire eval",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="What each figure counts: the module doc of facewire.classifier.evaluate, "
+        epilog="What each figure counts: the module doc of facewire.evaluation.evaluate, "
         "and docs/benchmarks.md ('Accuracy').",
     )
     add_arguments(p)
