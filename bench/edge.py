@@ -85,12 +85,6 @@ def _jpeg(frame: np.ndarray) -> bytes:
     return jpg.tobytes()
 
 
-def frames() -> dict[int, bytes]:
-    """JPEG bytes (quality 90) of a still 640×480 frame with 1 and with 3 faces."""
-    photos = pick_photos(3)
-    return {n: _jpeg(compose_frame(photos[:n])) for n in (1, 3)}
-
-
 def videos(count: int = 30) -> dict[int, list[bytes]]:
     """JPEG bytes of ``moving_frames`` with 1 and with 3 faces: ``count`` frames each."""
     photos = pick_photos(3)
@@ -168,7 +162,7 @@ def agreement(pipeline: Any, detect_every: int, video: list[bytes]) -> dict[str,
 def bench_model(
     model: str,
     url: str,
-    jpegs: dict[int, list[bytes]],
+    videos_by_faces: dict[int, list[bytes]],
     repeats: int,
     warmup: int,
     models_dir: str = "",
@@ -209,7 +203,7 @@ def bench_model(
     node = EdgeNode(cfg, BusClient(cfg.broker, f"edge-{cfg.node}")).start()
     rows = []
     try:
-        for n_faces, video in jpegs.items():
+        for n_faces, video in videos_by_faces.items():
             samples: dict[str, list[float]] = {s: [] for s in STAGES}
             found = []
             by_path: dict[bool, list[float]] = {True: [], False: []}

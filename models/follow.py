@@ -106,16 +106,10 @@ class FaceFollower:
     def get(self, frame: np.ndarray, keep: Callable[[Face], bool] | None = None) -> list[Face]:
         """The faces of ``frame`` with crops and embeddings, as ``FacePipeline.get``;
         with ``keep``, only those it says are worth embedding (all are followed)."""
-        image = as_bgr(frame)
-        if image is None:
+        if as_bgr(frame) is None:
             self.reset()
             return []
-        found = self.find(image)
-        if keep is not None:
-            found = [f for f in found if keep(f)]
-        faces = [f for f in found if self.pipeline.prepare(image, f)]
-        self.pipeline.embed(faces)
-        return faces
+        return self.pipeline.get(frame, keep, find=self.find)
 
     def find(self, frame: np.ndarray) -> list[Face]:
         """Faces of a BGR frame with boxes and quality; meshed when following is on."""

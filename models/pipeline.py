@@ -210,14 +210,20 @@ class FacePipeline:
         face.stages["align"] = _ms(t0)
         return True
 
-    def get(self, frame: np.ndarray, keep: Callable[[Face], bool] | None = None) -> list[Face]:
+    def get(
+        self,
+        frame: np.ndarray,
+        keep: Callable[[Face], bool] | None = None,
+        find: Callable[[np.ndarray], list[Face]] | None = None,
+    ) -> list[Face]:
         """All faces of ``frame`` with crops and embeddings (one embedder call per frame);
-        with ``keep``, only the detected faces it says are worth meshing and embedding."""
+        with ``keep``, only the detected faces it says are worth meshing and embedding.
+        ``find`` (default ``detect``) finds them in the BGR frame (``models.follow``)."""
         image = as_bgr(frame)
         if image is None:  # empty, tiny or not an image: no face in it
             return []
         frame = image
-        found = self.detect(frame)
+        found = (find or self.detect)(frame)
         if keep is not None:
             found = [f for f in found if keep(f)]
         faces = [f for f in found if self.prepare(frame, f)]
