@@ -211,6 +211,18 @@ class BusClient:
             log.warning("%s: subscriptions not acknowledged within %g s", self.client_id, timeout)
         return self
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until connected and the subscriptions renewed on that connect are
+        acknowledged; False on timeout. A service says it is ready only then: a message
+        published before the broker holds its subscription would never reach it (a
+        shared subscription with no member drops it)."""
+        deadline = time.monotonic() + timeout
+        # _connack is set after the round of SUBSCRIBEs is registered in _resub
+        if not self._connack.wait(timeout) or self._refused is not None:
+            return False
+        resub = self._resub
+        return resub is None or resub.wait(max(0.0, deadline - time.monotonic()))
+
     def close(self, timeout: float = 2.0) -> None:
         """Disconnect cleanly (the broker discards the last will) and stop the loop.
 

@@ -191,6 +191,9 @@ class MemoryTransport:
     def pending(self) -> int:
         return len(self._held)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._connected  # subscribing here is immediate
+
     def set_will(self, topic: str, payload: bytes | str, qos: int, retain: bool) -> None:
         self._will = (topic, payload, qos, retain)
 

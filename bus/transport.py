@@ -49,6 +49,10 @@ class Transport(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until connected with every subscription acknowledged; False on timeout."""
+        ...
+
     @property
     def pending(self) -> int:
         """QoS ≥ 1 publishes not yet acknowledged (queued while the broker is away)."""

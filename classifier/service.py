@@ -165,11 +165,11 @@ class ClassifierService:
         self.integrations.start(str(n) for n in self.index.matcher.names)
         # keep retrying in the background: an unattended service outlives a broker restart
         self.bus.connect(wait=False)
-        deadline = time.monotonic() + timeout
-        while not self.bus.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        subscribed = self.bus.wait_subscribed(timeout)
         self.start_workers()
-        if not self.bus.connected:
+        if not subscribed and self.bus.connected:
+            log.warning("broker %s has not acknowledged the subscriptions yet", self.bus.address)
+        elif not subscribed:
             # "ready" only once connected (issue 12): until then nothing can arrive
             log.warning(
                 "broker %s not reachable yet; retrying in the background, ready once connected",

@@ -117,9 +117,7 @@ class EdgeNode:
     def start(self, timeout: float = 10.0) -> EdgeNode:
         self.bus.connect(wait=False)  # keeps retrying; QoS 1 embeddings wait in memory
         deadline = time.monotonic() + timeout
-        while not self.bus.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self.bus.connected:
+        if not self.bus.wait_subscribed(timeout):
             log.warning("broker %s not reachable yet; buffering and retrying", self.bus.address)
         else:
             # the retained status arrives right after the subscription, if there is one

@@ -229,6 +229,37 @@ def test_shared_subscription_dispatch(mosquitto: Mosquitto, clients: list[BusCli
     assert len(shared_inbox.messages) == 5
 
 
+def test_wait_subscribed_means_every_shared_filter_already_receives(
+    mosquitto: Mosquitto, clients: list[BusClient]
+) -> None:
+    # Many filters make the round of SUBSCRIBEs after CONNACK take a while: a service that
+    # said "ready" at CONNACK lost what was published to the last ones in the meantime
+    # (a shared subscription with no member drops it).
+    inbox = Inbox()
+    sub = new(clients, cfg(mosquitto), "many-filters")
+    filters = 300
+    for i in range(filters):
+        sub.subscribe(topics.shared(f"wait/{i}", "g"), inbox, qos=1)
+    sub.connect(wait=False)
+    assert sub.wait_subscribed(10.0)
+    pub = new(clients, cfg(mosquitto), "pub").connect()
+    for i in reversed(range(filters)):  # the last subscribed first
+        pub.publish(f"wait/{i}", str(i), qos=1)
+    got = inbox.wait(filters, timeout=10.0)
+    assert sorted(int(m.payload) for m in got) == list(range(filters))
+
+
+def test_wait_subscribed_without_a_broker_is_false_after_the_timeout(
+    clients: list[BusClient],
+) -> None:
+    c = new(clients, BrokerConfig(port=free_port(), reconnect_min_s=0.05), "nobody-there")
+    c.subscribe("x", Inbox())
+    c.connect(wait=False)
+    t0 = time.monotonic()
+    assert not c.wait_subscribed(0.3)
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
 def test_handler_exception_does_not_stop_delivery(
     mosquitto: Mosquitto, clients: list[BusClient], caplog: pytest.LogCaptureFixture
 ) -> None:
