@@ -15,7 +15,8 @@ rate FPIR(t) = share of non-mated scores ≥ t (a stranger named). Operator corr
 and FRR cross; the recommended threshold is the lowest one whose FPIR stays within
 the target (``search.target_fpir``). A gallery too small for that (fewer than
 :data:`MIN_SCORES` genuine or non-mated scores) gives no calibration, and the
-classifier falls back to the model's own default threshold.
+classifier falls back to the model's default threshold for its crop
+(``models.embedders.fallback_threshold``).
 
 >>> import numpy as np
 >>> from facewire.classifier.calibrate import calibrate
@@ -179,7 +180,7 @@ def choose_threshold(
         note = (
             f"the gallery is too small to calibrate (it needs {MIN_SCORES} genuine and "
             f"{MIN_SCORES} non-mated scores: several people with two or more photos "
-            "each): the model's own default"
+            "each): the model's default for this crop"
         )
         return Threshold(model_default, "default", note, None)
     note = (

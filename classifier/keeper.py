@@ -35,6 +35,7 @@ from facewire.classifier.service import ClassifierService, GalleryIndex
 from facewire.classifier.watch import FolderWatch
 from facewire.config.schema import ClassifierConfig
 from facewire.models.embedders import GENERIC_THRESHOLD
+from facewire.models.pipeline import pipeline_fallback_threshold
 
 log = logging.getLogger("facewire.classifier")
 
@@ -139,11 +140,8 @@ class GalleryKeeper:
                 raise EmptyGallery(
                     f"no usable face in gallery {self.root} (skipped: {gallery.skip_counts()})"
                 )
-            default = (
-                self.pipeline.embedder.default_threshold
-                if self.pipeline.loaded
-                else GENERIC_THRESHOLD
-            )
+            # known without loading the model: a gallery all in the cache loads none
+            default = pipeline_fallback_threshold(self.pipeline.cfg)
             negatives = self.store.corrections(gallery.model_id)
             index = index_gallery(gallery, self.cfg, default, negatives)
             before = Counter(self.gallery.paths) if self.gallery is not None else Counter()

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -68,6 +69,12 @@ def session_options(threads: int = 0, spinning: str = "run"):  # -> onnxruntime.
 SFACE_THRESHOLD = 0.363
 #: What a model without a default of its own, or a matcher not calibrated, uses.
 GENERIC_THRESHOLD = SFACE_THRESHOLD
+#: SFace's default on our own crops (``crop_tag``), where measured: the lowest threshold
+#: (0.005 steps) at which each person of the sample alone as the gallery names at most
+#: a third of the default target FPIR (1 %) of everyone else's photos, since a gallery
+#: too small to calibrate still holds a few people (docs/benchmarks.md). Other crops
+#: keep SFace's own.
+SFACE_CROP_THRESHOLDS = {"lm-blur1.4": 0.40}
 
 
 class OnnxEmbedder:
@@ -75,13 +82,15 @@ class OnnxEmbedder:
 
     ``default_threshold``: the model's own cosine threshold, used when the gallery is
     too small to calibrate one (``search.threshold: auto``); a model file's sidecar
-    may carry a measured one (``default_threshold``).
+    may carry a measured one (``default_threshold``), and ``crop_thresholds`` one
+    measured on a crop of ours (see ``fallback_threshold``).
     """
 
     name = "onnx"
     input_size = 112
     dim = 0
     default_threshold = GENERIC_THRESHOLD
+    crop_thresholds: ClassVar[dict[str, float]] = {}
 
     def __init__(self, path: Path, threads: int = 0, spinning: str = "run") -> None:
         import onnxruntime as ort
@@ -95,9 +104,9 @@ class OnnxEmbedder:
         self._input = self.session.get_inputs()[0].name
         info = read_sidecar(path)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        measured = info.get("default_threshold")
-        if isinstance(measured, int | float) and -1.0 <= measured <= 1.0:
-            self.default_threshold = float(measured)
+        measured = sidecar_threshold(info)
+        if measured is not None:
+            self.default_threshold = measured
         self.model_id = file_model_id(self.name, path)
         self.last_ms = 0.0
 
@@ -122,6 +131,7 @@ class SFaceEmbedder(OnnxEmbedder):
     name = "sface"
     input_size = 112
     default_threshold = SFACE_THRESHOLD
+    crop_thresholds = SFACE_CROP_THRESHOLDS
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size
@@ -297,6 +307,35 @@ def embedder_id(name: str, directory: str = "") -> str:
         how = _REGISTRY[name][2]
         raise ModelFileMissing(f"model file {path} for {name!r} is missing; make it with: {how}")
     return file_model_id(getattr(_REGISTRY[name][1], "name", name), path)
+
+
+def sidecar_threshold(info: dict[str, Any]) -> float | None:
+    """A model file's measured ``default_threshold`` from its sidecar, if it has one."""
+    measured = info.get("default_threshold")
+    if isinstance(measured, bool) or not isinstance(measured, int | float):
+        return None
+    return float(measured) if -1.0 <= measured <= 1.0 else None
+
+
+def fallback_threshold(name: str, directory: str = "", crop: str = "") -> float:
+    """The threshold for a gallery too small to calibrate, without loading the model:
+    the one its file's sidecar measured, else the one measured for the model on
+    ``crop``, else the model's own.
+
+    >>> fallback_threshold("sface", crop="lm-blur1.4"), fallback_threshold("sface", crop="box")
+    (0.4, 0.363)
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}")
+    filename, factory, _ = _REGISTRY[name]
+    path = models_dir(directory) / filename
+    measured = sidecar_threshold(read_sidecar(path)) if path.exists() else None
+    if measured is not None:
+        return measured
+    wrapper = factory if isinstance(factory, type) else None
+    if wrapper is None or not issubclass(wrapper, OnnxEmbedder):
+        return GENERIC_THRESHOLD
+    return wrapper.crop_thresholds.get(crop, wrapper.default_threshold)
 
 
 def get_embedder(

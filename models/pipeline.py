@@ -16,7 +16,12 @@ import numpy as np
 
 from facewire.config.schema import PipelineConfig
 from facewire.models.detect import make_detector
-from facewire.models.embedders import OnnxEmbedder, embedder_id, get_embedder
+from facewire.models.embedders import (
+    OnnxEmbedder,
+    embedder_id,
+    fallback_threshold,
+    get_embedder,
+)
 from facewire.models.face import Face, Quality
 from facewire.models.files import models_dir, spread_photos
 from facewire.models.mesh import (
@@ -100,6 +105,12 @@ def crop_tag(cfg: PipelineConfig) -> str:
 def pipeline_model_id(cfg: PipelineConfig) -> str:
     """``FacePipeline(cfg).model_id`` without loading any model."""
     return f"{embedder_id(cfg.model, cfg.models_dir)}+{crop_tag(cfg)}"
+
+
+def pipeline_fallback_threshold(cfg: PipelineConfig) -> float:
+    """The threshold for a gallery too small to calibrate: the model's own, or the one
+    measured for it on this crop (``embedders.fallback_threshold``); loads no model."""
+    return fallback_threshold(cfg.model, cfg.models_dir, crop_tag(cfg))
 
 
 def vector_settings(cfg: PipelineConfig) -> dict[str, object]:

@@ -112,9 +112,10 @@ def test_eval_reports_verification_and_open_set_figures(default_run):
     assert now["named_right"] + now["named_wrongly"] + now["called_unknown"] == pytest.approx(1)
     assert now["meets_target"] in (True, False)
 
-    # compared by default: SFace's own threshold; lower than auto's, it rejects no more
+    # compared by default: SFace's default for the crop; lower than auto's, it rejects
+    # no more
     (fixed,) = r["open_set_compared"]
-    assert (fixed["threshold"], fixed["source"]) == (0.363, "fixed")
+    assert (fixed["threshold"], fixed["source"]) == (0.4, "fixed")
     assert "default" in fixed["label"]
     if fixed["threshold"] < now["threshold"]:
         assert fixed["strangers_rejected"] <= now["strangers_rejected"]
@@ -229,7 +230,31 @@ def test_eval_table_shows_the_new_figures(default_run):
     for text in ("TAR @ FAR ≤ 1 %", "TAR @ FAR ≤ 0.1 %", "EER (probes)", "open set at"):
         assert text in table, table
     assert "in force (auto, FPIR ≤ 1 %)" in table
-    assert "fixed 0.363 (the model's default)" in table
+    assert "fixed 0.4 (the model's default)" in table
+
+
+def test_eval_alone_shows_what_a_gallery_too_small_to_calibrate_lets_through():
+    r = run_eval("--alone", "--compare-threshold", "0.3")
+    assert r["default_threshold"] == 0.4  # SFace on the default crop
+    rows = {row["threshold"]: row for row in r["alone"]}
+    assert set(rows) == {0.3, 0.363, 0.4, round(r["threshold"], 4)}
+    knowns = r["probes_with_face"]
+    strangers = r["unknown_probes"] - r["unknown_no_face"]
+    for row in rows.values():
+        assert (row["people"], row["own_probes"]) == (r["identities"], knowns)
+        # every probe against every person but its own
+        assert row["stranger_pairs"] == (knowns + strangers) * row["people"] - knowns
+    ordered = [rows[t] for t in sorted(rows)]
+    for lower, higher in zip(ordered, ordered[1:], strict=False):
+        assert higher["strangers_named"] <= lower["strangers_named"]
+        assert higher["own_named"] <= lower["own_named"]
+    # why the default is not SFace's own 0.363 on this crop: it lets a third as many
+    # strangers through, and names each person's own photos as often
+    default, own = rows[0.4], rows[0.363]
+    assert default["strangers_named"] <= 0.005 and own["strangers_named"] > 0.01
+    assert default["own_named"] == own["own_named"]
+    table = format_table(r)
+    assert "people alone as the gallery" in table and "(default)" in table
 
 
 def test_eval_holds_strangers_out_of_the_gallery():

@@ -126,6 +126,30 @@ def test_an_unchanged_gallery_comes_from_the_cache_without_a_model(gallery_dir: 
     lazy.close()
 
 
+def test_a_gallery_too_small_to_calibrate_takes_the_models_default_for_its_crop(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "one-person"
+    shutil.copytree(DATASET / "gallery" / KNOWN[0], root / KNOWN[0])
+    cfg = classifier_cfg(root)
+    first = GalleryKeeper(cfg)
+    index = first.build().index
+    first.close()
+    # SFace on the default crop: the threshold measured for it, not OpenCV's 0.363
+    assert (index.threshold_source, index.matcher.threshold) == ("default", 0.40)
+    # the same from the cache, with no model loaded to ask
+    again = GalleryKeeper(cfg)
+    cached = again.build().index
+    assert not again.pipeline.loaded
+    assert (cached.threshold_source, cached.matcher.threshold) == ("default", 0.40)
+    again.close()
+    # a crop nobody measured keeps SFace's own
+    cfg.pipeline.mask_fill, cfg.pipeline.mask_scale = "black", 1.0
+    other = GalleryKeeper(cfg)
+    assert other.build().index.matcher.threshold == 0.363
+    other.close()
+
+
 @pytest.mark.slow
 def test_reload_on_request_over_the_broker_while_answering(
     mosquitto, gallery_dir: Path, probe_vectors: dict

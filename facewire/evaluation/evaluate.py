@@ -53,8 +53,11 @@ from facewire.config.schema import (
     SearchConfig,
     TrackConfig,
 )
+from facewire.evaluation.alone import alone_rates, format_alone
 from facewire.evaluation.clips import ClipOutcome, ClipSpec, enrol_clip, format_clips, run_clip
 from facewire.models import FacePipeline
+from facewire.models.embedders import GENERIC_THRESHOLD
+from facewire.models.pipeline import pipeline_fallback_threshold
 
 #: FARs that TAR is reported at
 FARS = (0.01, 0.001)
@@ -105,6 +108,8 @@ class Report:
     compared: list[Compared] = field(default_factory=list)
     clips_enrolled: list[dict[str, Any]] = field(default_factory=list)
     clips: list[ClipOutcome] = field(default_factory=list)
+    alone: list[dict[str, Any]] = field(default_factory=list)  # --alone: alone_rates
+    default_threshold: float | None = None  # the model's, for a gallery too small
 
     def open_set(self, threshold: float) -> dict[str, Any]:
         """Knowns named right / wrongly / called unknown, strangers rejected, at ``threshold``."""
@@ -231,6 +236,8 @@ class Report:
             "target": TARGET,
             "ms_per_face": round(statistics.median(times), 2) if times else None,
             "calibration": self.calibration,
+            "default_threshold": self.default_threshold,
+            "alone": self.alone,
         }
 
 
@@ -363,11 +370,14 @@ def run_probes(
     matcher: Matcher,
     files: list[tuple[str, Path]],
     gallery: Gallery | None = None,
+    vectors: list[np.ndarray] | None = None,
 ) -> list[ProbeOutcome]:
     """Embed each probe's largest face and match it; with ``gallery`` (the matcher's
-    vectors), also its best scores against its own person and everyone else."""
+    vectors), also its best scores against its own person and everyone else. The
+    vectors of the probes with a face are appended to ``vectors`` if given."""
     out: list[ProbeOutcome] = []
-    vectors: list[np.ndarray] = []
+    vectors = [] if vectors is None else vectors
+    first = len(vectors)
     for person, f in files:
         try:
             image = read_image(f)
@@ -390,7 +400,7 @@ def run_probes(
     found = [o for o in out if o.found]
     if not found:
         return out
-    queries = np.stack(vectors).astype(np.float32)
+    queries = np.stack(vectors[first:]).astype(np.float32)
     batch = matcher.match(queries)
     names = matcher.names
     for r, o in enumerate(found):
@@ -444,6 +454,8 @@ def evaluate(
     gate: QualityConfig | None = None,
     enrol_count: int = 8,
     detect_every: int = 1,
+    alone: bool = False,
+    alone_photos: int = 0,
 ) -> Report:
     """``split`` = (gallery subdir, probe subdir) for a ``<person>/{train,test}/`` layout.
 
@@ -457,7 +469,9 @@ def evaluate(
     ``enrol_count`` faces each, captured as ``facewire enroll`` does); ``probe_clips``
     are played as live video (``facewire.evaluation.clips``), with ``gate`` as the edge's
     quality gate (``None``: every face is sent), ``tracks`` the classifier's and
-    ``detect_every`` the edge's (faces followed between detections).
+    ``detect_every`` the edge's (faces followed between detections). ``alone``: also
+    each person alone as the gallery (``facewire.evaluation.alone``), at the model's
+    default, SFace's own, the one in force and ``compare_thresholds``.
     """
     held_out = held_out_people(gallery_dir, strangers)
     pipeline = FacePipeline(pipeline_cfg)
@@ -482,7 +496,7 @@ def evaluate(
                     "refused": dict(capture.refused),
                 }
             )
-        default = pipeline.embedder.default_threshold
+        default = pipeline_fallback_threshold(pipeline_cfg)
         chosen = choose_threshold(search_cfg, gallery.vectors, gallery.labels, default)
         matcher = Matcher(gallery.vectors, gallery.labels, search_cfg.k, chosen.value)
         cal = chosen.calibration
@@ -516,6 +530,7 @@ def evaluate(
             strangers=held_out,
             compared=compared,
             clips_enrolled=enrolled,
+            default_threshold=default,
         )
         probes = probe_files(probes_dir, split[1])
         out = set(held_out)
@@ -523,8 +538,15 @@ def evaluate(
         unknown = [(p, f) for p, f in probes if p in out]
         if unknown_dir is not None:
             unknown += probe_files(unknown_dir)
-        report.outcomes = run_probes(pipeline, matcher, known, gallery)
-        report.unknown = run_probes(pipeline, matcher, unknown, gallery)
+        queries: list[np.ndarray] = []
+        report.outcomes = run_probes(pipeline, matcher, known, gallery, queries)
+        report.unknown = run_probes(pipeline, matcher, unknown, gallery, queries)
+        if alone and queries:
+            found = [o.person for o in report.outcomes + report.unknown if o.found]
+            ts = [default, GENERIC_THRESHOLD, chosen.value, *(compare_thresholds or ())]
+            report.alone = alone_rates(
+                gallery.vectors, gallery.labels, np.stack(queries), found, ts, alone_photos
+            )
         report.clips = [
             run_clip(pipeline, matcher, spec, tracks or TrackConfig(), gate, detect_every)
             for spec in probe_clips
@@ -602,6 +624,8 @@ def format_table(result: dict[str, Any]) -> str:
         )
     for e in result.get("clips_enrolled") or []:
         text += f"\nenrolled from {e['clip']}: {e['kept']} faces of {e['frames']} frames"
+    if result.get("alone"):
+        text += "\n\n" + format_alone(result["alone"], result.get("default_threshold"))
     if result.get("clips"):
         text += "\n\nclips (per frame: each face sent; per track: its last decision)\n"
         text += format_clips(result["clips"])
@@ -766,7 +790,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_numbers,
         default=None,
         metavar="T[,T...]",
-        help="fixed thresholds (default: the model's own, SFace 0.363)",
+        help="fixed thresholds (default: the model's for the crop, e.g. SFace 0.40)",
     )
     compare.add_argument(
         "--compare-fpir",
@@ -775,6 +799,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="F[,F...]",
         help="the auto threshold for these target FPIRs, chosen on the gallery alone "
         "(e.g. 0.005,0.001)",
+    )
+    compare.add_argument(
+        "--alone",
+        action="store_true",
+        help="also each person alone as the gallery (too small to calibrate: the model's "
+        "default for the crop is used), everyone else's probes as strangers: the share "
+        "named at the default, SFace's own, the one in force and --compare-threshold",
+    )
+    compare.add_argument(
+        "--alone-photos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --alone: only each person's first N gallery photos (default: all)",
     )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -810,6 +848,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--enrol-count must be at least 1")
         if args.detect_every < 1:
             raise ValueError("--detect-every must be at least 1")
+        if args.alone_photos < 0:
+            raise ValueError("--alone-photos must be 0 (all) or more")
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"facewire eval: {exc}") from None
     try:
@@ -843,6 +883,8 @@ def _evaluate(args: argparse.Namespace, cfg: EvalConfig, split: list[str]) -> Re
         gate=None if args.no_gate else cfg.quality,
         enrol_count=args.enrol_count,
         detect_every=args.detect_every,
+        alone=args.alone or args.alone_photos > 0,
+        alone_photos=args.alone_photos,
     )
 
 
