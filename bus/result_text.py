@@ -62,6 +62,7 @@ class ResultEncoder:
         self._threshold = _exact(threshold)
         self._gallery = json.dumps(gallery)
         self._nodes: dict[str, str] = {}
+        self._texts: dict[str, str] = {}
         self._stage_formats: dict[tuple[str, ...], str] = {}
 
     def _node(self, node: str) -> str:
@@ -70,6 +71,17 @@ class ResultEncoder:
             text = json.dumps(node)
             if len(self._nodes) < _CACHE_MAX:
                 self._nodes[node] = text
+        return text
+
+    def _text(self, value: str | None) -> str:
+        """A name as JSON, from the gallery's own where it is one of them."""
+        if value is None:
+            return "null"
+        text = self._texts.get(value)
+        if text is None:
+            text = json.dumps(value)
+            if len(self._texts) < _CACHE_MAX:
+                self._texts[value] = text
         return text
 
     def _stages(self, stages: Mapping[str, float]) -> str:
@@ -106,6 +118,7 @@ class ResultEncoder:
         classified_at: float,
         track: int | None = None,
         track_frames: int | None = None,
+        track_name: str | None = None,
     ) -> str:
         names = self._names
         name = names[winner] if known and winner >= 0 else self._unknown
@@ -128,5 +141,6 @@ class ResultEncoder:
             f'"queue_ms":{queue_ms:.3f},"search_ms":{search_ms:.3f},'
             f'"total_classifier_ms":{total_ms:.3f}}},"classified_at":{classified_at!r},'
             f'"gallery":{self._gallery},"track":{"null" if track is None else track},'
-            f'"track_frames":{"null" if track_frames is None else track_frames}}}'
+            f'"track_frames":{"null" if track_frames is None else track_frames},'
+            f'"track_name":{self._text(track_name)}}}'
         )

@@ -430,14 +430,14 @@ class ClassifierService:
             named += known
             queue_ms = (started - p.received) * 1000.0
             queue_ms_all.append(queue_ms)
-            track = frames = None
+            track = frames = track_name = None
             if tracker is not None:
                 name = str(names[winner]) if known and winner >= 0 else UNKNOWN
                 seen = tracker.observe(
                     node, msg.bbox, msg.vector, msg.quality, msg.captured_at, name, score,
                     p.received,
                 )  # fmt: skip
-                track, frames = seen.track, seen.frames
+                track, frames, track_name = seen.track, seen.frames, seen.decided
                 if seen.event is not None:
                     events.append((topics.event(node), seen.event.encode()))
                     decided.append(seen.event)
@@ -461,6 +461,7 @@ class ClassifierService:
                 now,
                 track,
                 frames,
+                track_name,
             )
             out.append((topic_of(node), text))
         if self.signer is not None:  # one signature for the batch (bus.sealing)

@@ -15,8 +15,8 @@ goes out when a track's decision is first made (``arrived``), when it changes
 >>> a.track, a.frames, a.event is None
 (1, 1, True)
 >>> b = tracker.observe("door", (12, 11, 50, 50), v, (2500.0, 200.0, 120.0), 0.2, "ann", 0.8, 0.2)
->>> b.track, b.frames, b.event.event, b.event.name
-(1, 2, 'arrived', 'ann')
+>>> b.track, b.frames, b.event.event, b.event.name, b.decided
+(1, 2, 'arrived', 'ann', 'ann')
 >>> [e.event for e in tracker.expire(now=5.0)]
 ['left']
 """
@@ -113,6 +113,10 @@ class Observed:
     track: int
     frames: int
     event: TrackEvent | None
+    #: the track's decision after this frame (``None`` before ``min_frames``): what a
+    #: single frame's name is worth (a stranger named in one frame of many stays
+    #: ``unknown``)
+    decided: str | None = None
 
 
 class Tracker:
@@ -169,7 +173,9 @@ class Tracker:
             track.add(name, score, w)
             if track.best is None or w > track.best[0]:
                 track.best = (w, name, vector)
-            return Observed(track.number, track.seen, self._event(track, at))
+            event = self._event(track, at)
+            decided = track.decision[0] if track.decision is not None else None
+            return Observed(track.number, track.seen, event, decided)
 
     def expire(self, now: float | None = None) -> list[TrackEvent]:
         """End the tracks with no frame for ``gap_s`` (``now``: monotonic clock, as

@@ -36,7 +36,8 @@ _SCHEMA = (
     latency_ms  REAL,
     model       TEXT,
     raw         TEXT    NOT NULL,
-    captured_at REAL
+    captured_at REAL,
+    track_name  TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS detections_node ON detections (node, id)",
     "CREATE INDEX IF NOT EXISTS detections_name ON detections (name, id)",
@@ -50,10 +51,12 @@ _SCHEMA = (
     BEGIN UPDATE detections_count SET n = n - 1; END""",
 )
 
-_COLUMNS = "id, received_at, node, seq, name, score, threshold, latency_ms, model, captured_at"
+_COLUMNS = (
+    "id, received_at, node, seq, name, score, threshold, latency_ms, model, captured_at, track_name"
+)
 _INSERT = (
     "INSERT INTO detections (received_at, node, seq, name, score, threshold, latency_ms,"
-    " model, raw, captured_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " model, raw, captured_at, track_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: What a row keeps of a result's lists and objects: any client can publish a result,
 #: and the decoder allows thousands of entries (issue 12: 1 MB results made 2.9 GB).
@@ -139,13 +142,16 @@ def _make_row(
     stages: float | None,
     model: str | None,
     captured_at: float | None = None,
+    track_name: str | None = None,
 ) -> dict[str, Any]:
     """One detection as the JSON endpoints, the window and the feed show it.
 
     ``stages_ms`` is the sum of the result's stage durations (:func:`stages_ms`);
     ``latency_ms`` is the same value under its old name, kept for compatibility.
     ``delay_s``: received (monitor clock) − captured (edge clock), ``None`` without a
-    capture time; the two clocks may differ by their skew.
+    capture time; the two clocks may differ by their skew. ``track_name``: the
+    decision of the face's track after this frame (the classifier's, over all its
+    frames), ``None`` before it has one.
     """
     delay = None if captured_at is None else round(received_at - captured_at, 3)
     return {
@@ -162,6 +168,7 @@ def _make_row(
         "band": band(name, score, threshold),
         "captured_at": captured_at,
         "delay_s": delay,
+        "track_name": track_name,
     }
 
 
@@ -178,6 +185,7 @@ def _row(r: sqlite3.Row, raw: bool = False) -> dict[str, Any]:
         r["latency_ms"],
         r["model"],
         r["captured_at"],
+        r["track_name"],
     )
     if raw:
         row["result"] = json.loads(r["raw"])
@@ -197,6 +205,7 @@ def _values(row: dict[str, Any], raw: str) -> tuple[Any, ...]:
         row["model"],
         raw,
         row.get("captured_at"),
+        row.get("track_name"),
     )
 
 
@@ -226,6 +235,8 @@ def _create_schema(db: sqlite3.Connection) -> None:
         columns = {r[1] for r in db.execute("PRAGMA table_info(detections)")}
         if "captured_at" not in columns:  # a log written before capture times were kept
             db.execute("ALTER TABLE detections ADD COLUMN captured_at REAL")
+        if "track_name" not in columns:  # … or before track decisions were
+            db.execute("ALTER TABLE detections ADD COLUMN track_name TEXT")
         if db.execute("SELECT n FROM detections_count").fetchone() is None:
             # Once per database (a new one, or one from before the counter).
             db.execute("INSERT INTO detections_count (n) SELECT COUNT(*) FROM detections")

@@ -190,6 +190,7 @@ class Store:
             stages_ms(result.get("timings")),
             _text(result.get("model")),
             _num(result.get("captured_at")),
+            _text(result.get("track_name")),
         )
         # ensure_ascii (the default) also makes lone surrogates storable.
         raw = json.dumps(result, separators=(",", ":"), default=str)

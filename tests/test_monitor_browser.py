@@ -134,6 +134,40 @@ def test_new_detection_appears_without_reload(browser, live, tmp_path: Path) -> 
     browser.save_screenshot(str(tmp_path / "log.png"))
 
 
+def test_a_frame_named_against_its_tracks_decision_says_so(browser, live) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    m, server = live
+    browser.get(f"{server.url}/log/html")
+    wait = WebDriverWait(browser, 10)
+    wait.until(lambda d: d.find_element(By.ID, "stream-state").text == "live")
+    # one frame of a stranger's track named as someone; the track says unknown
+    outlier = result_payload("door", "Ann_Outlier", 0.49, 1) | {"track": 3, "track_name": "unknown"}
+    agreed = result_payload("door", "Bob_Agreed", 0.8, 2) | {"track": 4, "track_name": "Bob_Agreed"}
+    undecided = result_payload("door", "Cy_New", 0.8, 3) | {"track": 5, "track_name": None}
+    for payload in (outlier, agreed, undecided):
+        m.pub.send(topics.result("door"), payload)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == 3)
+
+    def name_cell(name: str):
+        (td,) = [
+            td
+            for td in browser.find_elements(By.CSS_SELECTOR, "#rows td.name")
+            if td.text.splitlines()[0] == name
+        ]
+        return td
+
+    notes = name_cell("Ann_Outlier").find_elements(By.CSS_SELECTOR, ".track-name")
+    assert [n.text for n in notes] == ["track: unknown"]
+    assert "says unknown" in (notes[0].get_attribute("title") or "")
+    assert name_cell("Bob_Agreed").find_elements(By.CSS_SELECTOR, ".track-name") == []
+    assert name_cell("Cy_New").find_elements(By.CSS_SELECTOR, ".track-name") == []
+    # and the JSON rows carry it
+    rows = {r["name"]: r["track_name"] for r in m.store.query()}
+    assert rows == {"Ann_Outlier": "unknown", "Bob_Agreed": "Bob_Agreed", "Cy_New": None}
+
+
 LOG_IDS_JS = """
 const ids = (sel) => Array.from(document.querySelectorAll(sel)).map((tr) => Number(tr.dataset.id));
 return [ids("#rows tr"), ids("#older-rows tr"), document.getElementById("log-older").hidden];

@@ -203,7 +203,7 @@ def test_late_results_are_marked_late(store: Store) -> None:
     assert "lateAfterS: 5.0" in http.get("/log/html").get_data(as_text=True)
 
 
-def test_an_old_log_gains_the_capture_time_column(tmp_path: Path) -> None:
+def test_an_old_log_gains_the_capture_time_and_track_columns(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite3"
     with sqlite3.connect(db) as old:  # the table as earlier versions made it
         old.execute(
@@ -216,9 +216,15 @@ def test_an_old_log_gains_the_capture_time_column(tmp_path: Path) -> None:
         )
     store = Store(db)
     try:
-        store.add({"name": "b", "node": "door", "seq": 2, "captured_at": 99.0}, received_at=100.0)
+        store.add(
+            {"name": "b", "node": "door", "seq": 2, "captured_at": 99.0, "track_name": "unknown"},
+            received_at=100.0,
+        )
         assert store.flush(5)
         rows = store.query()
-        assert [(r["name"], r["delay_s"]) for r in rows] == [("b", 1.0), ("a", None)]
+        assert [(r["name"], r["delay_s"], r["track_name"]) for r in rows] == [
+            ("b", 1.0, "unknown"),
+            ("a", None, None),
+        ]
     finally:
         store.close()

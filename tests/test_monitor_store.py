@@ -60,6 +60,7 @@ def test_rows_survive_a_reopen(tmp_path: Path) -> None:
             "band": "strong",
             "captured_at": None,  # the result carried no capture time
             "delay_s": None,
+            "track_name": None,  # nor a track decision
         }
         assert window[1]["node"] == "lobby" and window[1]["received_at"] == 1001.0
         # ids keep counting after the reopen and the raw payload is kept verbatim

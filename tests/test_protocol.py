@@ -62,7 +62,7 @@ def test_fast_result_text_decodes_to_the_same_result() -> None:
         ref.node, ref.seq, ref.frame, ref.face, ref.bbox, ref.captured_at, stages,
         0, [0, 0, 1], [n.score for n in ref.neighbours], ref.score, True,
         ref.timings["queue"], ref.timings["search"], ref.timings["total_classifier"],
-        ref.classified_at, ref.track, ref.track_frames,
+        ref.classified_at, ref.track, ref.track_frames, ref.track_name,
     )  # fmt: skip
     assert messages.Result.decode(fast) == ref
 

@@ -51,6 +51,7 @@ def result_dict(names: list[str], model_id: str, threshold: float, **kw: Any) ->
         "gallery": None,
         "track": None,
         "track_frames": None,
+        "track_name": None,
     }
 
 

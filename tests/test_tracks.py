@@ -54,6 +54,25 @@ def test_a_name_must_win_most_of_the_weight() -> None:
     assert weight(GOOD) > 10 * weight(BLURRED)
 
 
+def test_each_frame_says_its_tracks_decision_which_one_named_frame_does_not_sway() -> None:
+    t = Tracker(min_frames=3)
+    names = ["unknown"] * 6 + ["ann"] + ["unknown"] * 2
+    out = [
+        t.observe("door", (0, 0, 90, 90), V, GOOD, i * 0.1, n, 0.4, i * 0.1)
+        for i, n in enumerate(names)
+    ]
+    assert [o.decided for o in out] == [None, None] + ["unknown"] * 7
+    assert out[6].event is None  # no change, no event
+    # once most of the weight is one name, the frames say so, and an event goes out
+    more = [t.observe("door", (0, 0, 90, 90), V, GOOD, 1.0 + i * 0.1, "ann", 0.7, 1.0 + i * 0.1)
+            for i in range(9)]  # fmt: skip
+    changed = [o for o in more if o.event is not None]
+    assert [(o.event.event, o.event.name, o.decided) for o in changed] == [
+        ("changed", "ann", "ann")
+    ]
+    assert more[-1].decided == "ann"
+
+
 def test_two_faces_in_a_frame_are_two_tracks() -> None:
     t = Tracker(min_frames=1)
     a = t.observe("door", (0, 0, 90, 90), V, GOOD, 0.0, "ann", 0.7, 0.0)
@@ -99,6 +118,7 @@ def run(transport: Transport, listener: Transport, settle) -> tuple[list[Result]
 def check(results: list[Result], events: list[TrackEvent]) -> None:
     assert [r.track for r in results] == [1] * 5
     assert [r.track_frames for r in results] == [1, 2, 3, 4, 5]
+    assert [r.track_name for r in results] == [None, None, "ann", "ann", "ann"]
     assert [(e.event, e.name) for e in events] == [("arrived", "ann"), ("left", "ann")]
     assert events[0].frames == 3 and events[1].frames == 5
     assert events[1].first_seen == 1000.2 and events[1].last_seen == 1001.0

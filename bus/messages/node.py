@@ -77,6 +77,9 @@ class Result(JsonMessage):
     gallery: str | None = None  # the gallery version it was answered with
     track: int | None = None  # the node's track this face belongs to
     track_frames: int | None = None  # frames of that track so far
+    #: the track's decision after this frame, once it has one: a name (or unknown)
+    #: resting on all its frames, which one frame's ``name`` may disagree with
+    track_name: str | None = None
 
     @property
     def known(self) -> bool:
@@ -116,6 +119,7 @@ class Result(JsonMessage):
             gallery=f.text("gallery", MAX_TEXT, False),
             track=f.integer("track", False),
             track_frames=f.integer("track_frames", False),
+            track_name=f.text("track_name", MAX_NAME, False),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,6 +140,7 @@ class Result(JsonMessage):
             "gallery": self.gallery,
             "track": self.track,
             "track_frames": self.track_frames,
+            "track_name": self.track_name,
         }
 
 

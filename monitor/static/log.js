@@ -29,7 +29,7 @@
     tr.append(
       timeCell(d),
       FW.el("td", {}, d.node),
-      FW.el("td", { class: "name" }, d.name),
+      nameCell(d),
       FW.el("td", { class: "num" }, FW.fmtNum(d.score, 3)),
       FW.el("td", { class: "num" }, FW.fmtNum(d.threshold, 3)),
       FW.el("td", { class: "num" }, FW.fmtNum(d.stages_ms ?? d.latency_ms, 1)),
@@ -38,6 +38,20 @@
       teachCell(d),
     );
     return tr;
+  }
+
+  /* The frame's name, and its track's decision where the two differ: a stranger named
+     in one frame of many is still "unknown" over the track (what Home Assistant and
+     the events say). */
+  function nameCell(d) {
+    const td = FW.el("td", { class: "name" }, d.name);
+    if (d.track_name && d.track_name !== d.name) {
+      td.append(FW.el("span", {
+        class: "track-name",
+        title: `this frame says ${d.name}; the track it belongs to, over all its frames, says ${d.track_name}`,
+      }, `track: ${d.track_name}`));
+    }
+    return td;
   }
 
   /* Received time, and a "late" badge for a result that came long after its capture
