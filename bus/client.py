@@ -102,6 +102,7 @@ class BusClient:
         self._started = False
         self._closing = False
         self._connack = threading.Event()
+        self._round_sent = threading.Event()  # see wait_subscribed
         self._refused: str | None = None
         self._refusal: str | None = None  # the last refusal or TLS failure, for callers
         self._early_close: str | None = None
@@ -171,6 +172,7 @@ class BusClient:
             self._started = True
             self._closing = False
         self._connack.clear()
+        self._round_sent.clear()
         self._refused = None
         self._refusal = None
         self._early_close = None
@@ -212,16 +214,25 @@ class BusClient:
         return self
 
     def wait_subscribed(self, timeout: float) -> bool:
-        """Wait until connected and the subscriptions renewed on that connect are
-        acknowledged; False on timeout. A service says it is ready only then: a message
-        published before the broker holds its subscription would never reach it (a
-        shared subscription with no member drops it)."""
+        """Wait until connected with the broker's answer to every subscription renewed
+        on that connection (a refusal is logged, see ``Subacks``); False on timeout. A
+        service says it is ready only then: a message published before the broker holds
+        its subscription would never reach it (a shared subscription with no member
+        drops it). Not from a handler: the answers arrive on that same thread."""
         deadline = time.monotonic() + timeout
-        # _connack is set after the round of SUBSCRIBEs is registered in _resub
-        if not self._connack.wait(timeout) or self._refused is not None:
-            return False
-        resub = self._resub
-        return resub is None or resub.wait(max(0.0, deadline - time.monotonic()))
+        while True:
+            # set once a connection's round of SUBSCRIBEs is registered in _resub,
+            # cleared when that connection is lost
+            if not self._round_sent.wait(max(0.0, deadline - time.monotonic())):
+                return False
+            resub = self._resub
+            answered = resub is None or resub.wait(max(0.0, deadline - time.monotonic()))
+            # a disconnect releases the waiting round: that is no answer
+            if answered and self._connected and self._round_sent.is_set():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def close(self, timeout: float = 2.0) -> None:
         """Disconnect cleanly (the broker discards the last will) and stop the loop.
@@ -392,6 +403,7 @@ class BusClient:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected = False
+        self._round_sent.clear()
         with self._lock:
             self._started = False
 
@@ -439,6 +451,7 @@ class BusClient:
         self._refusal = self._early_close = None
         filters = self._routes.filters()
         self._resub = self._send_subscribe(filters) if filters else None
+        self._round_sent.set()
         log.info(
             "%s: connected to %s (session present: %s)",
             self.client_id,
@@ -484,6 +497,7 @@ class BusClient:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         was_connected, self._connected = self._connected, False
+        self._round_sent.clear()
         self._subacks.release()  # the subscriptions are renewed on the next connect anyway
         if self._closing:
             log.info("%s: disconnected from %s", self.client_id, self.address)

@@ -74,7 +74,7 @@ class ResultEncoder:
         return text
 
     def _text(self, value: str | None) -> str:
-        """A name as JSON, from the gallery's own where it is one of them."""
+        """A name (or ``None``) as JSON, remembered: a track's decision repeats."""
         if value is None:
             return "null"
         text = self._texts.get(value)

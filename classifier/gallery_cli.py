@@ -254,19 +254,24 @@ def drop_cache_entries(cache_dir: Path, folders: list[Path], dry_run: bool = Fal
 
 
 def monitor_rows(db: Path, name: str, delete: bool) -> int:
-    """The monitor log's detections named ``name`` (deleted with ``delete``). The file
-    must exist; with ``secure_delete`` the rows' bytes are overwritten, not only
-    unlinked."""
+    """The monitor log's detections naming ``name``, as the frame's name or its track's
+    decision (deleted with ``delete``). The file must exist; with ``secure_delete`` the
+    rows' bytes are overwritten, not only unlinked."""
     if not db.is_file():
         raise FileNotFoundError(f"no monitor database {db}")
     con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=10.0)
     try:
         con.execute("PRAGMA secure_delete = ON")
+        columns = {r[1] for r in con.execute("PRAGMA table_info(detections)")}
+        # a log no monitor of this version opened yet has no track decisions
+        where, args = "name = ?", [name]
+        if "track_name" in columns:
+            where, args = "name = ? OR track_name = ?", [name, name]
         if not delete:
-            found = con.execute("SELECT COUNT(*) FROM detections WHERE name = ?", (name,))
+            found = con.execute(f"SELECT COUNT(*) FROM detections WHERE {where}", args)
             return int(found.fetchone()[0])
         with con:
-            cur = con.execute("DELETE FROM detections WHERE name = ?", (name,))
+            cur = con.execute(f"DELETE FROM detections WHERE {where}", args)
         with contextlib.suppress(sqlite3.Error):  # a reader holds the WAL: the next one
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages out of the WAL too
         return int(cur.rowcount)

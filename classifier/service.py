@@ -148,7 +148,10 @@ class ClassifierService:
         self._stop = threading.Event()
         self.bus = transport
         self.client_id = transport.client_id  # for logs only, never published (issue 12)
-        self.ready = threading.Event()  # set on the first connection
+        self.ready = threading.Event()  # set once first connected and subscribed
+        self._ready_lock = threading.Lock()
+        self._gave_up_waiting = False  # start() returned before the broker answered
+        self._ready_waiter = False  # a thread waits for the answer (_ready_later)
         offline = ClassifierStatus(state="offline").encode()
         transport.set_will(topics.CLASSIFIER_STATUS, offline, 1, True)
         # per-person topics, intruder alerts, Home Assistant (classifier.integrations)
@@ -167,29 +170,55 @@ class ClassifierService:
         self.bus.connect(wait=False)
         subscribed = self.bus.wait_subscribed(timeout)
         self.start_workers()
-        if not subscribed and self.bus.connected:
-            log.warning("broker %s has not acknowledged the subscriptions yet", self.bus.address)
-        elif not subscribed:
-            # "ready" only once connected (issue 12): until then nothing can arrive
-            log.warning(
-                "broker %s not reachable yet; retrying in the background, ready once connected",
-                self.bus.address,
-            )
-        else:
+        if subscribed:
             self._say_ready()
+        else:
+            # "ready" only once connected and subscribed (issue 12): until then nothing
+            # can arrive; _on_connection takes over
+            with self._ready_lock:
+                self._gave_up_waiting = True
+            if self.bus.connected:
+                log.warning(
+                    "broker %s has not answered the subscriptions yet; ready once it has",
+                    self.bus.address,
+                )
+                self._ready_later()
+            else:
+                log.warning(
+                    "broker %s not reachable yet; retrying in the background, ready once connected",
+                    self.bus.address,
+                )
         self.publish_status()
         self.publish_thresholds()
         return self
 
     def _on_connection(self, up: bool) -> None:
-        # the network thread: on the first connect after a start that could not connect
-        if up and not self.ready.is_set():
-            self._say_ready()
+        # the network thread, which also brings the subscriptions' answers: wait for
+        # them elsewhere. Only after a start() that gave up waiting; until then it waits.
+        with self._ready_lock:
+            later = up and self._gave_up_waiting and not self.ready.is_set()
+        if later:
+            self._ready_later()
+
+    def _ready_later(self) -> None:
+        with self._ready_lock:
+            if self._ready_waiter:
+                return
+            self._ready_waiter = True
+
+        def wait() -> None:
+            while not self._stop.is_set() and not self.ready.is_set():
+                if self.bus.wait_subscribed(1.0):
+                    self._say_ready()
+                    self.publish_status()
+
+        threading.Thread(target=wait, name="classifier-ready", daemon=True).start()
 
     def _say_ready(self) -> None:
-        if self.ready.is_set():
-            return
-        self.ready.set()
+        with self._ready_lock:
+            if self.ready.is_set():
+                return
+            self.ready.set()
         log.info(
             "classifier ready on %s: %d identities, %d vectors (%s), model %s",
             self.bus.address,

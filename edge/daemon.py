@@ -118,7 +118,10 @@ class EdgeNode:
         self.bus.connect(wait=False)  # keeps retrying; QoS 1 embeddings wait in memory
         deadline = time.monotonic() + timeout
         if not self.bus.wait_subscribed(timeout):
-            log.warning("broker %s not reachable yet; buffering and retrying", self.bus.address)
+            if self.bus.connected:  # its results would be missed: the outbox resends
+                log.warning("broker %s has not answered the subscriptions yet", self.bus.address)
+            else:
+                log.warning("broker %s not reachable yet; buffering and retrying", self.bus.address)
         else:
             # the retained status arrives right after the subscription, if there is one
             self._classifier_seen.wait(min(MODEL_CHECK_S, max(0.0, deadline - time.monotonic())))

@@ -70,11 +70,14 @@ def enrol_some(root: Path) -> EnrolmentStore:
     return store
 
 
-def monitor_log(path: Path, names: list[str]) -> None:
+def monitor_log(path: Path, names: list[str | tuple[str, str]]) -> None:
+    """Rows of these names; a (name, track's decision) pair sets both."""
     store = Store(path)
-    for seq, name in enumerate(names):
+    for seq, entry in enumerate(names):
+        name, track_name = entry if isinstance(entry, tuple) else (entry, None)
         result = {"node": "door", "seq": seq, "name": name, "score": 0.7, "threshold": 0.4,
-                  "model": MODEL, "neighbours": [{"name": name, "score": 0.7}]}  # fmt: skip
+                  "model": MODEL, "neighbours": [{"name": name, "score": 0.7}],
+                  "track_name": track_name}  # fmt: skip
         store.add(result, node="door", received_at=1000.0 + seq)
     store.close()
 
@@ -169,7 +172,8 @@ def test_forget_deletes_every_trace(built: Path, tmp_path: Path, capsys) -> None
     root = built
     enrol_some(root).close()
     db = tmp_path / "var" / "monitor.sqlite3"
-    monitor_log(db, ["ORL_s01", "ORL_s02", "ORL_s01", "unknown"])
+    # the last: a frame called unknown of a track decided as ORL_s01
+    monitor_log(db, ["ORL_s01", "ORL_s02", "ORL_s01", "unknown", ("unknown", "ORL_s01")])
     second_cache = root / ".facewire-cache" / "clip-vit-b32.npz"  # another model's
     shutil.copyfile(cache_of(root), second_cache)
     before = cache_stamps(root)
@@ -179,13 +183,13 @@ def test_forget_deletes_every_trace(built: Path, tmp_path: Path, capsys) -> None
     code, _, err = run(capsys, "forget", "ORL_s01", *args)  # no --yes: what would go
     assert code == 2 and "add --yes" in err
     assert "would delete: the folder ORL_s01/ with 6 files; 12 embedding cache entries" in err
-    assert "3 enrolled vectors, 1 corrections; 2 monitor log rows" in err
+    assert "3 enrolled vectors, 1 corrections; 3 monitor log rows" in err
     assert (root / "ORL_s01").is_dir() and cache_stamps(root) == before
 
     code, out, _ = run(capsys, "forget", "ORL_s01", "--yes", *args)
     assert code == 0
     assert "deleted: the folder ORL_s01/ with 6 files; 12 embedding cache entries" in out
-    assert "3 enrolled vectors, 1 corrections; 2 monitor log rows" in out
+    assert "3 enrolled vectors, 1 corrections; 3 monitor log rows" in out
     assert not (root / "ORL_s01").exists()
     for cache in (cache_of(root), second_cache):
         left = cache_stamps(root, cache)
@@ -202,7 +206,7 @@ def test_forget_deletes_every_trace(built: Path, tmp_path: Path, capsys) -> None
             "folder_link": False,
             "files": 6,
             "cache_entries": 12,
-            "monitor_rows": 2,
+            "monitor_rows": 3,
             "enrolled": 3,
             "corrections": 1,
         }

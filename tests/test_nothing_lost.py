@@ -7,6 +7,7 @@ broker that is killed: tests/test_faults.py."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -233,6 +234,33 @@ def test_not_ready_while_the_broker_is_unreachable(caplog: pytest.LogCaptureFixt
         assert "classifier ready on" not in caplog.text and "ready once connected" in caplog.text
     finally:
         service.stop()
+
+
+def test_ready_only_once_the_broker_has_answered_the_subscriptions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker()
+    transport = broker.transport("clf-slow-suback")
+    answered = threading.Event()
+    # connected at once, its SUBACKs late: what start() sees from a loaded broker
+    real_wait = transport.wait_subscribed
+    transport.wait_subscribed = lambda timeout: answered.wait(timeout) and real_wait(timeout)  # type: ignore[method-assign]
+    cfg = ClassifierConfig(stats_interval_s=60.0)
+    service = ClassifierService(cfg, toy_index(), transport)
+    with caplog.at_level(logging.INFO, logger="facewire.classifier"):
+        service.start(timeout=0.3)
+        try:
+            assert transport.connected and not service.ready.is_set()
+            assert "classifier ready on" not in caplog.text
+            assert "not answered the subscriptions yet" in caplog.text
+            answered.set()
+            deadline = time.monotonic() + 5
+            while not service.ready.is_set() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert service.ready.is_set()
+            assert caplog.text.count("classifier ready on") == 1
+        finally:
+            service.stop()
 
 
 # --- the monitor: a result delivered twice is one row ----------------------------------------

@@ -296,7 +296,7 @@ class ThresholdStats(JsonMessage):
     calibration: Calibration | None = None
     total_queries: int | None = None
     # how the threshold in force was set: "auto" (calibrated), "default" (auto, but
-    # the gallery could not be calibrated: the model's own), "fixed" (configured)
+    # the gallery could not be calibrated: the model's for its crop), "fixed" (configured)
     source: str | None = None
     note: str | None = None
     ts: float | None = None

@@ -461,7 +461,7 @@ def evaluate(
 
     ``strangers``: the last that many people of ``gallery_dir`` (by name) are not
     enrolled; their probe photos are stranger probes (with ``unknown_dir``'s).
-    ``compare_thresholds`` (default: the model's own threshold) and ``compare_fpir``
+    ``compare_thresholds`` (default: the model's for the crop) and ``compare_fpir``
     (the auto threshold for other ``search.target_fpir`` values, chosen on the
     gallery alone): more thresholds for the open-set figures.
 
