@@ -46,6 +46,16 @@ def _exact(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else "null"
 
 
+def _remembered(cache: dict[str, str], value: str) -> str:
+    """``value`` as JSON text, kept in ``cache`` (up to ``_CACHE_MAX`` entries)."""
+    text = cache.get(value)
+    if text is None:
+        text = json.dumps(value)
+        if len(cache) < _CACHE_MAX:
+            cache[value] = text
+    return text
+
+
 class ResultEncoder:
     """Turns one classified message into its result JSON text (one per gallery)."""
 
@@ -66,23 +76,11 @@ class ResultEncoder:
         self._stage_formats: dict[tuple[str, ...], str] = {}
 
     def _node(self, node: str) -> str:
-        text = self._nodes.get(node)
-        if text is None:
-            text = json.dumps(node)
-            if len(self._nodes) < _CACHE_MAX:
-                self._nodes[node] = text
-        return text
+        return _remembered(self._nodes, node)
 
     def _text(self, value: str | None) -> str:
         """A name (or ``None``) as JSON, remembered: a track's decision repeats."""
-        if value is None:
-            return "null"
-        text = self._texts.get(value)
-        if text is None:
-            text = json.dumps(value)
-            if len(self._texts) < _CACHE_MAX:
-                self._texts[value] = text
-        return text
+        return "null" if value is None else _remembered(self._texts, value)
 
     def _stages(self, stages: Mapping[str, float]) -> str:
         """``"detect_ms":4.000,…`` for the edge's stage timings."""
