@@ -128,9 +128,7 @@ class ClassifierService:
                 key_folder(cfg.sealing.keys), cfg.sealing.window_s
             )
         t = cfg.track
-        self.tracker = (
-            Tracker(t.gap_s, t.min_iou, t.min_similarity, t.min_frames) if t.enabled else None
-        )
+        self.tracker = Tracker.from_config(t) if t.enabled else None
         #: (name, vector, model id) of a track confidently named (track.auto_enrol)
         self.on_auto_enrol: Callable[[str, np.ndarray, str], None] | None = None
         self.processed = 0

@@ -1,7 +1,9 @@
 """Decisions over a track: a face followed across a node's frames, named once.
 
-Each classified face joins the track of its node that it continues (its box overlaps
-the track's last one, or its vector is close to the track's), else starts a new one.
+Each classified face joins the track of its node that it continues (its vector is
+close to the track's last one, or its box overlaps the track's last one and its
+vector is not another face's), else starts a new one: someone stepping into the place
+another just left starts a track of their own.
 A track's decision rests on all its frames, each weighted by its quality (a bigger,
 sharper face counts more), with a consistency rule: a name must hold more than half
 of the track's weight; otherwise, and on a tie, the track is ``unknown``. One event
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facewire.bus.messages import UNKNOWN, TrackEvent
+from facewire.config.schema import TrackConfig
 from facewire.models.face import box_iou
 
 #: A frame's weight from its quality: full weight from this face area (px²) and
@@ -130,10 +133,12 @@ class Tracker:
         min_similarity: float = 0.5,
         min_frames: int = 3,
         max_tracks: int = 64,
+        min_overlap_similarity: float = 0.3,
     ) -> None:
         self.gap_s = gap_s
         self.min_iou = min_iou
         self.min_similarity = min_similarity
+        self.min_overlap_similarity = min_overlap_similarity
         self.min_frames = min_frames
         self.max_tracks = max_tracks  # per node: a flood of faces must not grow it
         self._tracks: dict[str, list[Track]] = {}
@@ -201,10 +206,23 @@ class Tracker:
             if abs(at - t.last_seen) > self.gap_s:
                 continue
             sim = float(t.vector @ vector)
-            near = box_iou(t.box, box) >= self.min_iou or sim >= self.min_similarity
+            near = sim >= self.min_similarity or (
+                sim >= self.min_overlap_similarity and box_iou(t.box, box) >= self.min_iou
+            )
             if near and sim > best_sim:
                 best, best_sim = t, sim
         return best
+
+    @classmethod
+    def from_config(cls, cfg: TrackConfig) -> Tracker:
+        """The tracker ``cfg`` (the ``track`` settings) describes."""
+        return cls(
+            gap_s=cfg.gap_s,
+            min_iou=cfg.min_iou,
+            min_similarity=cfg.min_similarity,
+            min_frames=cfg.min_frames,
+            min_overlap_similarity=cfg.min_overlap_similarity,
+        )
 
     def best_frame(self, node: str, number: int) -> tuple[float, str, np.ndarray] | None:
         """The heaviest frame of a live track: (weight, the name it gave, its vector)."""

@@ -456,6 +456,14 @@ class TrackConfig:
         min=-1.0,
         max=1.0,
     )
+    min_overlap_similarity: float = setting(
+        0.3,
+        "… and an overlapping face continues it only if its vector is at least this close "
+        "(cosine): someone stepping into the place another just left starts a track of "
+        "their own",
+        min=-1.0,
+        max=1.0,
+    )
     auto_enrol: bool = setting(
         False,
         "opt-in: a track named far above the threshold (auto_margin) adds the vector of "

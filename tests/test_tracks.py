@@ -73,6 +73,26 @@ def test_each_frame_says_its_tracks_decision_which_one_named_frame_does_not_sway
     assert more[-1].decided == "ann"
 
 
+def test_someone_stepping_into_the_place_another_left_starts_a_track_of_their_own() -> None:
+    t = Tracker(min_frames=2)
+    box = (0, 0, 90, 90)
+    ann = [t.observe("door", box, V, GOOD, i * 0.1, "ann", 0.7, i * 0.1) for i in range(3)]
+    # bob, right after, in the same place: the boxes overlap, the vectors do not
+    bob = [t.observe("door", box, W, GOOD, 0.3 + i * 0.1, "bob", 0.7, 0.3 + i * 0.1)
+           for i in range(3)]  # fmt: skip
+    assert {o.track for o in ann} == {1} and {o.track for o in bob} == {2}
+    assert [o.event.name for o in ann + bob if o.event is not None] == ["ann", "bob"]
+    assert bob[-1].decided == "bob"
+    # the same face, a little changed (a turn, blur), still continues its track
+    turned = np.array([0.8, 0.6, 0.0], np.float32)  # cosine 0.8 with ann's, 0.6 with bob's
+    again = t.observe("door", box, turned, GOOD, 1.0, "ann", 0.6, 1.0)
+    assert again.track == 1
+    # with the bound off, overlap alone continues a track, as it did before
+    loose = Tracker(min_frames=2, min_overlap_similarity=-1.0)
+    loose.observe("door", box, V, GOOD, 0.0, "ann", 0.7, 0.0)
+    assert loose.observe("door", box, W, GOOD, 0.1, "bob", 0.7, 0.1).track == 1
+
+
 def test_two_faces_in_a_frame_are_two_tracks() -> None:
     t = Tracker(min_frames=1)
     a = t.observe("door", (0, 0, 90, 90), V, GOOD, 0.0, "ann", 0.7, 0.0)

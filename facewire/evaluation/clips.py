@@ -231,12 +231,7 @@ def run_clip(
         return out
     batch = matcher.match(np.stack(vectors))
     names = matcher.names
-    tracker = Tracker(
-        gap_s=tracks.gap_s,
-        min_iou=tracks.min_iou,
-        min_similarity=tracks.min_similarity,
-        min_frames=tracks.min_frames,
-    )
+    tracker = Tracker.from_config(tracks)
     found: dict[int, TrackOutcome] = {}
     for r, (t, box, quality) in enumerate(seen):
         code = int(batch.winner[r])

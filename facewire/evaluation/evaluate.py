@@ -137,7 +137,8 @@ class Report:
         hold most of the weight)."""
 
         def decided(probes: list[ProbeOutcome]) -> dict[str, str]:
-            tracker = Tracker(gap_s=math.inf, min_frames=1)
+            # one track per person by construction: its frames carry no vectors
+            tracker = Tracker(gap_s=math.inf, min_frames=1, min_overlap_similarity=-1.0)
             by_person: dict[str, list[ProbeOutcome]] = {}
             for o in probes:
                 if o.found:
