@@ -133,7 +133,7 @@ class Tracker:
         min_similarity: float = 0.5,
         min_frames: int = 3,
         max_tracks: int = 64,
-        min_overlap_similarity: float = 0.3,
+        min_overlap_similarity: float = 0.4,
     ) -> None:
         self.gap_s = gap_s
         self.min_iou = min_iou

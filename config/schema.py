@@ -457,7 +457,7 @@ class TrackConfig:
         max=1.0,
     )
     min_overlap_similarity: float = setting(
-        0.3,
+        0.4,
         "… and an overlapping face continues it only if its vector is at least this close "
         "(cosine): someone stepping into the place another just left starts a track of "
         "their own",

@@ -83,10 +83,14 @@ def test_someone_stepping_into_the_place_another_left_starts_a_track_of_their_ow
     assert {o.track for o in ann} == {1} and {o.track for o in bob} == {2}
     assert [o.event.name for o in ann + bob if o.event is not None] == ["ann", "bob"]
     assert bob[-1].decided == "bob"
-    # the same face, a little changed (a turn, blur), still continues its track
-    turned = np.array([0.8, 0.6, 0.0], np.float32)  # cosine 0.8 with ann's, 0.6 with bob's
-    again = t.observe("door", box, turned, GOOD, 1.0, "ann", 0.6, 1.0)
-    assert again.track == 1
+    # in the same place, a vector between track.min_overlap_similarity (0.4) and
+    # track.min_similarity (0.5) from ann's still continues hers (a turn, some blur) …
+    turned = np.array([0.45, 0.0, np.sqrt(1 - 0.45**2)], np.float32)  # 0 with bob's
+    assert t.observe("door", box, turned, GOOD, 1.0, "ann", 0.6, 1.0).track == 1
+    # … one below it starts a track of its own
+    other = np.array([0.35, 0.0, np.sqrt(1 - 0.35**2)], np.float32)
+    t.observe("door", box, V, GOOD, 1.1, "ann", 0.7, 1.1)  # ann's last vector: V again
+    assert t.observe("door", box, other, GOOD, 1.2, "cy", 0.6, 1.2).track == 3
     # with the bound off, overlap alone continues a track, as it did before
     loose = Tracker(min_frames=2, min_overlap_similarity=-1.0)
     loose.observe("door", box, V, GOOD, 0.0, "ann", 0.7, 0.0)
