@@ -3,6 +3,7 @@ live state out; anything that does not decode is counted, and costs no other mes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from facewire.bus import topics
@@ -70,6 +71,31 @@ def test_results_statuses_and_errors_reach_the_pages(tmp_path: Path) -> None:
         assert state.malformed_total == 2
         reasons = sorted(m["reason"].split("]")[0] for m in state.malformed_recent())
         assert reasons == ["[bad_json", "[bad_topic"]
+    finally:
+        subscriber.close()
+        store.close()
+
+
+def test_a_bad_track_decision_costs_its_own_result_only(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    store, state = Store(tmp_path / "log.sqlite3"), State()
+    subscriber = Subscriber(broker.transport("monitor"), store, state)
+    subscriber.start(timeout=1)
+    pub = broker.transport("classifier")
+    pub.connect()
+    try:
+        good = json.loads(result(1, "p1").encode())
+        for bad in (123, "x" * 200, ""):  # not text, over the 128 bytes of a name, empty
+            pub.publish(topics.result("door"), json.dumps(good | {"track_name": bad}))
+        pub.publish(topics.result("door"), json.dumps(good | {"seq": 2, "track_name": "p1"}))
+        assert broker.settle()
+        assert store.flush(5)
+        rows = store.query()
+        assert [(r["seq"], r["track_name"]) for r in rows] == [(2, "p1")]
+        assert state.malformed_total == 3
+        reasons = {m["reason"].split("]")[0] for m in state.malformed_recent()}
+        assert reasons == {"[bad_field"}
+        assert all("track_name" in m["reason"] for m in state.malformed_recent())
     finally:
         subscriber.close()
         store.close()
