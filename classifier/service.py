@@ -148,8 +148,6 @@ class ClassifierService:
         self.client_id = transport.client_id  # for logs only, never published (issue 12)
         self.ready = threading.Event()  # set once first connected and subscribed
         self._ready_lock = threading.Lock()
-        self._gave_up_waiting = False  # start() returned before the broker answered
-        self._ready_waiter = False  # a thread waits for the answer (_ready_later)
         offline = ClassifierStatus(state="offline").encode()
         transport.set_will(topics.CLASSIFIER_STATUS, offline, 1, True)
         # per-person topics, intruder alerts, Home Assistant (classifier.integrations)
@@ -162,7 +160,6 @@ class ClassifierService:
         self.bus.subscribe(
             topics.shared(topics.EMBEDDINGS, self.cfg.group), self._on_embedding, qos=1
         )
-        self.bus.on_connection_change(self._on_connection)
         self.integrations.start(str(n) for n in self.index.matcher.names)
         # keep retrying in the background: an unattended service outlives a broker restart
         self.bus.connect(wait=False)
@@ -172,43 +169,32 @@ class ClassifierService:
             self._say_ready()
         else:
             # "ready" only once connected and subscribed (issue 12): until then nothing
-            # can arrive; _on_connection takes over
-            with self._ready_lock:
-                self._gave_up_waiting = True
+            # can arrive
             if self.bus.connected:
                 log.warning(
                     "broker %s has not answered the subscriptions yet; ready once it has",
                     self.bus.address,
                 )
-                self._ready_later()
             else:
                 log.warning(
                     "broker %s not reachable yet; retrying in the background, ready once connected",
                     self.bus.address,
                 )
+            self._ready_later()
         self.publish_status()
         self.publish_thresholds()
         return self
 
-    def _on_connection(self, up: bool) -> None:
-        # the network thread, which also brings the subscriptions' answers: wait for
-        # them elsewhere. Only after a start() that gave up waiting; until then it waits.
-        with self._ready_lock:
-            later = up and self._gave_up_waiting and not self.ready.is_set()
-        if later:
-            self._ready_later()
-
     def _ready_later(self) -> None:
-        with self._ready_lock:
-            if self._ready_waiter:
-                return
-            self._ready_waiter = True
-
+        # a thread of its own: the answers come on the network thread, which must not
+        # wait for them; wait_subscribed waits through reconnects
         def wait() -> None:
             while not self._stop.is_set() and not self.ready.is_set():
                 if self.bus.wait_subscribed(1.0):
                     self._say_ready()
                     self.publish_status()
+                else:  # a transport that answers at once must not make this spin
+                    self._stop.wait(0.1)
 
         threading.Thread(target=wait, name="classifier-ready", daemon=True).start()
 

@@ -325,13 +325,11 @@ def fallback_threshold(name: str, directory: str = "", crop: str = "") -> float:
     >>> fallback_threshold("sface", crop="lm-blur1.4"), fallback_threshold("sface", crop="box")
     (0.4, 0.363)
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}")
-    filename, factory, _ = _REGISTRY[name]
-    path = models_dir(directory) / filename
+    path = model_path(name, directory)
     measured = sidecar_threshold(read_sidecar(path)) if path.exists() else None
     if measured is not None:
         return measured
+    factory = _REGISTRY[name][1]
     wrapper = factory if isinstance(factory, type) else None
     if wrapper is None or not issubclass(wrapper, OnnxEmbedder):
         return GENERIC_THRESHOLD
