@@ -91,13 +91,26 @@ class OnnxEmbedder:
     dim = 0
     default_threshold = GENERIC_THRESHOLD
     crop_thresholds: ClassVar[dict[str, float]] = {}
+    #: rewrite the graph's PRelu ops without branches when loading (``rewrites``)
+    branch_free_prelu: ClassVar[bool] = False
 
     def __init__(self, path: Path, threads: int = 0, spinning: str = "run") -> None:
         import onnxruntime as ort
 
         self.path = path
+        source: str | bytes = str(path)
+        self.rewritten = 0  # ops the graph runs in another, equal form (``rewrites``)
+        if self.branch_free_prelu:
+            import onnx
+
+            from facewire.models.rewrites import branch_free_prelu
+
+            model = onnx.load(str(path))
+            self.rewritten = branch_free_prelu(model)
+            if self.rewritten:
+                source = model.SerializeToString()
         self.session = ort.InferenceSession(
-            str(path),
+            source,
             sess_options=session_options(threads, spinning),
             providers=["CPUExecutionProvider"],
         )
@@ -132,6 +145,7 @@ class SFaceEmbedder(OnnxEmbedder):
     input_size = 112
     default_threshold = SFACE_THRESHOLD
     crop_thresholds = SFACE_CROP_THRESHOLDS
+    branch_free_prelu = True  # 27 PRelu ops, its slowest on real faces
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size

@@ -1,0 +1,103 @@
+"""Graph rewrites at load time: the same numbers from the real SFace file, on real faces."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from facewire.config.schema import PipelineConfig
+from facewire.models import FacePipeline
+from facewire.models.embedders import file_model_id, get_embedder, session_options
+from facewire.models.files import list_photos
+from facewire.models.rewrites import branch_free_prelu
+from tests.conftest import DATASET
+
+
+@pytest.fixture(scope="module")
+def crops() -> list[np.ndarray]:
+    """Aligned, masked crops of real faces, as the edge makes them."""
+    from facewire.models.tools.face_landmark import prepare_face_landmark
+    from facewire.models.tools.prepare import prepare_sface, prepare_yunet
+
+    prepare_sface()
+    prepare_yunet()
+    prepare_face_landmark()
+    pipeline = FacePipeline(PipelineConfig())
+    try:
+        out = []
+        for person in sorted((DATASET / "probes").iterdir())[:6]:
+            for photo in list_photos(person)[:2]:
+                out += [f.crop for f in pipeline.get(cv2.imread(str(photo))) if f.crop is not None]
+    finally:
+        pipeline.close()
+    assert len(out) >= 10
+    return out
+
+
+def test_sface_loads_without_prelu_and_gives_the_same_numbers(crops):
+    embedder = get_embedder("sface")
+    assert embedder.rewritten == 27
+    on_disk = onnx.load(str(embedder.path))
+    assert sum(n.op_type == "PRelu" for n in on_disk.graph.node) == 27
+    as_shipped = ort.InferenceSession(
+        str(embedder.path), session_options(), providers=["CPUExecutionProvider"]
+    )
+    batch = embedder.preprocess(crops)
+    for one in (batch, batch[:1], batch[3:4]):  # a batch and single crops
+        want = as_shipped.run(None, {"data": one})[0]
+        got = embedder.session.run(None, {"data": one})[0]
+        assert np.array_equal(got, want)
+    # the file is untouched, so vectors stay comparable with every gallery made before
+    assert embedder.model_id == file_model_id("sface", embedder.path)
+    rewritten = on_disk
+    assert branch_free_prelu(rewritten) == 27
+    assert not any(n.op_type == "PRelu" for n in rewritten.graph.node)
+    # 25 of SFace's PRelu ops have every slope ≤ 1 (Mul + Max); two have a slope
+    # above 1 and take Relu + Min + Mul + Add
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("Max") == 25 and ops.count("Relu") == 2
+
+
+def test_a_prelu_whose_slope_is_computed_is_left_alone():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "s"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, [4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert branch_free_prelu(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["PRelu"]
+
+
+def test_every_sign_and_zero_gives_prelu_s_answer():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    slopes = np.array([-0.8, 0.0, 0.25, 1.0, 1.12], np.float32).reshape(5, 1, 1)
+    x = rng.normal(size=(2, 5, 7, 7)).astype(np.float32) * 100
+    x[:, :, 0, :] = 0.0
+    for chosen in (slopes[:4], slopes):  # all ≤ 1 (Max form), and one above 1
+        c = len(chosen)
+        graph = helper.make_graph(
+            [helper.make_node("PRelu", ["x", "s"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, c, 7, 7])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, c, 7, 7])],
+            [numpy_helper.from_array(chosen, "s")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        xs = x[:, :c]
+        want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
+        assert branch_free_prelu(model) == 1
+        got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
+        assert np.array_equal(got, want)
+        assert np.array_equal(want, np.where(xs > 0, xs, chosen * xs))
