@@ -321,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="frames in the video's loop (default 30, ~4 px a frame; fewer: faster faces)",
     )
+    p.add_argument(
+        "--as-shipped",
+        action="store_true",
+        help="what-if: run each model file as shipped, without the equal-output graph "
+        "rewrites made when it loads (SFace's PRelu ops, see models/rewrites.py)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -330,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.getLogger("facewire.edge").setLevel(logging.WARNING)
+    if args.as_shipped:
+        from facewire.models.embedders import OnnxEmbedder
+
+        OnnxEmbedder.rewrites_enabled = False
     models = [args.model] if args.model else MODELS
     jpegs = videos(max(2, args.loop_frames))
     rows: list[dict[str, Any]] = []
@@ -371,9 +381,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.detect_every,
             )
     for r in rows:
-        if r["model"] == "clip-vit-b32-int8" and r["faces"] == 1:
+        r["as_shipped"] = args.as_shipped
+        if r["model"] in ("clip-vit-b32-int8", "sface") and r["faces"] == 1:
             verdict = "met" if r["total_p50_ms"] <= 20 else "NOT met"
-            notes.append(f"target CLIP int8, one face, capture → published p50 ≤ 20 ms: {verdict}")
+            notes.append(
+                f"target {r['model']}, one face, capture → published p50 ≤ 20 ms: {verdict}"
+            )
     emit("edge", rows, COLUMNS, args.json, params=vars(args), notes=notes)
     return 0
 

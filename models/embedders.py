@@ -93,6 +93,8 @@ class OnnxEmbedder:
     crop_thresholds: ClassVar[dict[str, float]] = {}
     #: rewrite the graph's PRelu ops without branches when loading (``rewrites``)
     branch_free_prelu: ClassVar[bool] = False
+    #: off: every wrapper runs its file as shipped (``facewire bench edge --as-shipped``)
+    rewrites_enabled: ClassVar[bool] = True
 
     def __init__(self, path: Path, threads: int = 0, spinning: str = "run") -> None:
         import onnxruntime as ort
@@ -100,7 +102,7 @@ class OnnxEmbedder:
         self.path = path
         source: str | bytes = str(path)
         self.rewritten = 0  # ops the graph runs in another, equal form (``rewrites``)
-        if self.branch_free_prelu:
+        if self.branch_free_prelu and OnnxEmbedder.rewrites_enabled:
             import onnx
 
             from facewire.models.rewrites import branch_free_prelu

@@ -165,6 +165,7 @@ def test_edge_bench_sface(tmp_path: Path) -> None:
         for stage in EDGE_STAGES:
             assert r[f"{stage}_p50_ms"] is not None and r[f"{stage}_p99_ms"] is not None
         assert r["total_p50_ms"] >= r["embed_p50_ms"]
+        assert r["as_shipped"] is False  # SFace loads with its rewrites
 
     # the picture of these rows: one bar per row, a segment per stage, the total at the end
     out = tmp_path / "edge.svg"

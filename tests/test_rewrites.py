@@ -101,3 +101,10 @@ def test_every_sign_and_zero_gives_prelu_s_answer():
         got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
         assert np.array_equal(got, want)
         assert np.array_equal(want, np.where(xs > 0, xs, chosen * xs))
+
+
+def test_as_shipped_loads_the_file_unchanged(monkeypatch):
+    from facewire.models.embedders import OnnxEmbedder
+
+    monkeypatch.setattr(OnnxEmbedder, "rewrites_enabled", False)
+    assert get_embedder("sface").rewritten == 0
