@@ -91,8 +91,10 @@ def svg(
     bench = groups[0][1][0]["bench"]
     stages, total_key = LAYOUTS[bench]
     bars = [(row_label(label, r), r) for label, rows in groups for r in rows]
-    left, right, bar_h, gap, top = 300, 90, 20, 8, 80
-    width = 960
+    right, bar_h, gap, top = 90, 20, 8, 80
+    # room for the longest label (~7 px a character at the default font size)
+    left = max(300, 16 + 7 * max(len(label) for label, _ in bars))
+    width = left + 570 + right
     span = max([float(r.get(total_key) or 0) for _, r in bars] + [target or 0, 1.0])
     step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000) if span / s <= 12)
     span = step * (int(span // step) + 1)
