@@ -183,7 +183,9 @@ class EdgeNode:
         if self.cfg.gate_live and passes(face, self.cfg.quality) is not None:
             self.dropped_quality += 1
             return False
-        return self.cfg.reembed_named_s <= 0 or self.named.embed(face.box, time.monotonic())
+        return self.cfg.reembed_named_s <= 0 or self.named.embed(
+            face.box, time.monotonic(), face.continued
+        )
 
     def publish(self, frame: Frame, face: Face) -> None:
         assert face.embedding is not None

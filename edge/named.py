@@ -4,7 +4,10 @@ The edge learns from its results which track each face it sent belongs to (and w
 its box was), and from the track events which tracks were named, with what score.
 A face detected where a confidently named track's last box was is embedded again at
 most every ``period_s``: the face is still found on every frame, the embedder (most of a
-frame's time) runs for new faces.
+frame's time) runs for new faces. A face there that does not continue one of the
+previous frame (``Face.continued`` is ``False``: nobody was followed there a frame
+ago) may be someone who took the named person's place, and is embedded at once; so is
+a face whose latest result at that place came from a track not (yet) named.
 
 >>> from facewire.bus.messages import Result, TrackEvent
 >>> named = NamedFaces(period_s=1.0, margin=0.1)
@@ -14,6 +17,11 @@ frame's time) runs for new faces.
 (True, False)
 >>> named.embed((12, 11, 80, 80), now=1.2), named.embed((300, 10, 80, 80), now=1.3)
 (True, True)
+>>> named.embed((12, 11, 80, 80), now=1.4, continued=False)  # someone new, perhaps
+True
+>>> named.result(Result("door", 9, "unknown", 0.2, "m", 0.45, bbox=(12, 12, 80, 80), track=4))
+>>> named.embed((12, 11, 80, 80), now=1.5)  # the newest track there is not named
+True
 """
 
 from __future__ import annotations
@@ -53,11 +61,11 @@ class NamedFaces:
         if r.track is None or r.bbox is None:
             return
         with self._lock:
-            t = self._tracks.get(r.track)
-            if t is None:
-                t = self._tracks[r.track] = _Track(r.bbox, r.threshold)
-                while len(self._tracks) > MAX_TRACKS:
-                    del self._tracks[next(iter(self._tracks))]
+            # the newest result last: where tracks overlap, the newest one says who is there
+            t = self._tracks.pop(r.track, None) or _Track(r.bbox, r.threshold)
+            self._tracks[r.track] = t
+            while len(self._tracks) > MAX_TRACKS:
+                del self._tracks[next(iter(self._tracks))]
             t.box, t.threshold = r.bbox, r.threshold
 
     def event(self, e: TrackEvent) -> None:
@@ -69,14 +77,20 @@ class NamedFaces:
                 sure = t.threshold is not None and e.score >= t.threshold + self.margin
                 t.named = e.name != UNKNOWN and sure
 
-    def embed(self, box: tuple[int, int, int, int], now: float) -> bool:
-        """Whether a face detected at ``box`` is worth embedding now (monotonic ``now``)."""
+    def embed(
+        self, box: tuple[int, int, int, int], now: float, continued: bool | None = None
+    ) -> bool:
+        """Whether a face detected at ``box`` is worth embedding now (monotonic ``now``;
+        ``continued``: see ``Face.continued``)."""
         with self._lock:
-            for t in self._tracks.values():
-                if t.named and box_iou(t.box, box) >= MIN_IOU:
-                    if now - t.embedded_at < self.period_s:
-                        self.skipped += 1
-                        return False
-                    t.embedded_at = now
-                    return True
-        return True
+            t = next(
+                (t for t in reversed(self._tracks.values()) if box_iou(t.box, box) >= MIN_IOU),
+                None,
+            )
+            if t is None or not t.named:
+                return True
+            if continued is not False and now - t.embedded_at < self.period_s:
+                self.skipped += 1
+                return False
+            t.embedded_at = now
+            return True

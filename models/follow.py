@@ -138,6 +138,7 @@ class FaceFollower:
             face.landmarks = self._mesher.landmarks(frame, face.box, face.points)
             face.meshed = True
             face.stages["mesh"] = (time.perf_counter() - t0) * 1000.0
+            face.continued = False
             if face.landmarks is not None:
                 followed.append(self._start(face, frame.shape))
         # a face the landmark model misses cannot be followed: with it in the frame,
@@ -157,6 +158,7 @@ class FaceFollower:
         overlap, old = max(before, key=lambda b: b[0], default=(0.0, None))
         if old is not None and overlap >= 0.3:
             new.motion = (face.landmarks - old.landmarks).mean(axis=0)
+            face.continued = True
         return new
 
     def _look(self, frame: np.ndarray, f: _Followed, landmarks: np.ndarray) -> np.ndarray | None:
@@ -210,6 +212,7 @@ class FaceFollower:
                     meshed=True,
                     quality=quality,
                     stages=stages,
+                    continued=True,
                 )
             )
         for f, face in zip(self._followed, faces, strict=True):

@@ -169,6 +169,54 @@ def test_bad_node_id_is_refused():
         EdgeNode(cfg, MemoryBroker().transport("edge"))
 
 
+def test_someone_who_takes_a_named_persons_place_is_embedded_at_once():
+    """One camera, no cuts: Ann stands at the door and is named; she steps away (a frame
+    with nobody) and Bob steps into the same place (ORL_s03: his face's box overlaps
+    hers by IoU 0.7). Bob's first frame is embedded: he
+    was not followed there, so he may be someone new, whatever Ann's track says."""
+    from facewire.edge.sources import Frame
+
+    broker = MemoryBroker()
+    classifier = broker.transport("classifier")
+    classifier.connect()
+    answered: list[int] = []
+
+    def answer(m) -> None:  # a stand-in classifier: one track, named after 3 frames
+        msg = decode(m.payload)
+        answered.append(msg.seq)
+        result = Result("cam", msg.seq, "ORL_s01", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
+        classifier.publish(topics.result("cam"), result.encode())
+        if len(answered) == 3:
+            event = TrackEvent("cam", 1, "arrived", "ORL_s01", 0.9, 3)
+            classifier.publish(topics.event("cam"), event.encode(), qos=1)
+
+    classifier.subscribe(topics.EMBEDDINGS, answer)
+    cfg = config.load(
+        EdgeConfig, overrides={"node": "cam", "dedup_distance": 0, "reembed_named_s": 60}, env={}
+    )
+    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    ann = compose_frame([PROBES / "ORL_s01" / "ORL_s01_0008.jpg"])
+    bob = compose_frame([PROBES / "ORL_s03" / "ORL_s03_0008.jpg"])  # his box: IoU 0.7 with hers
+    nobody = compose_frame([])
+    n = iter(range(1000))
+
+    def show(image: np.ndarray) -> int:
+        frame = Frame(next(n), image, time.time(), time.perf_counter(), 0.0)
+        sent = len(node.process(frame))
+        assert broker.settle()
+        return sent
+
+    try:
+        assert [show(ann) for _ in range(4)] == [1, 1, 1, 1]  # named after 3, once more
+        assert [show(ann) for _ in range(3)] == [0, 0, 0]  # named: not embedded again
+        assert show(nobody) == 0
+        # Bob's box overlaps Ann's named track's last box (as the same place would)
+        assert show(bob) == 1
+        assert node.status().skipped_named == 3
+    finally:
+        node.close(drain_s=0.1)
+
+
 def test_a_confidently_named_face_is_not_embedded_every_frame_and_bad_faces_not_at_all():
     broker = MemoryBroker()
     sent: list[bytes] = []
@@ -190,13 +238,20 @@ def test_a_confidently_named_face_is_not_embedded_every_frame_and_bad_faces_not_
     )
     node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
     try:
-        frame = next(open_source(str(PROBES / "ORL_s04"), fps=0))
+        # a camera's frames (not cuts): the face is followed from one to the next
+        frame = replace(next(open_source(str(PROBES / "ORL_s04"), fps=0)), cut=False)
         for _ in range(3):
             assert len(node.process(frame)) == 1
             assert broker.settle()
         # named with confidence: embedded once more, then not again for 0.5 s
         assert [len(node.process(frame)) for _ in range(5)] == [1, 0, 0, 0, 0]
         assert node.status().skipped_named == 4
+        # a face at that place that was not followed there (here: after a cut) may be
+        # someone who took their place: embedded at once, then followed and skipped
+        assert broker.settle()
+        assert len(node.process(replace(frame, cut=True))) == 1
+        assert broker.settle()
+        assert len(node.process(frame)) == 0 and node.status().skipped_named == 5
         time.sleep(0.55)
         assert len(node.process(frame)) == 1  # embedded again, to see it is still them
         # a face too dark to trust is not embedded at all

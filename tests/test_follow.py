@@ -107,6 +107,7 @@ def test_detect_every_1_is_the_full_path(pipeline):
         fast, full = follower.get(frame), pipeline.get(frame)
         assert follower.detected
         assert [f.box for f in fast] == [f.box for f in full]
+        assert all(f.continued is None for f in fast)  # nothing followed: not known
         for a, b in zip(fast, full, strict=True):
             assert a.embedding is not None and b.embedding is not None
             assert np.array_equal(a.embedding, b.embedding)
@@ -116,13 +117,18 @@ def test_a_face_that_leaves_is_dropped_and_detection_resumes(pipeline):
     follower = FaceFollower(pipeline, EVERY)
     moving = [webcam(f) for f in moving_frames([ANN], 15)[:3]]
     empty = webcam(compose_frame([]))
-    assert [len(follower.get(f)) for f in moving] == [1, 1, 1]
+    got = [follower.get(f) for f in moving]
+    assert [len(faces) for faces in got] == [1, 1, 1]
+    # the first is someone new; then the same face, followed
+    assert [faces[0].continued for faces in got] == [False, True, True]
     assert not follower.detected  # followed
     assert follower.get(empty) == []
     assert follower.detected  # lost: the same frame was searched whole
     for _ in range(3):  # nothing to follow: every frame is searched
         assert follower.get(empty) == [] and follower.detected
-    assert len(follower.get(moving[0])) == 1 and follower.detected  # back: found at once
+    back = follower.get(moving[0])
+    assert len(back) == 1 and follower.detected  # back: found at once …
+    assert back[0].continued is False  # … as a face that may be someone else
 
 
 def test_a_face_moving_out_of_the_frame_is_dropped(pipeline):
@@ -145,10 +151,16 @@ def test_a_new_face_is_found_within_detect_every_frames(pipeline):
     both = webcam(with_second_face(compose_frame([ANN])))
     assert len(follower.get(alone)) == 1
     assert len(follower.get(alone)) == 1 and not follower.detected
-    counts = [len(follower.get(both)) for _ in range(EVERY)]
+    got = [follower.get(both) for _ in range(EVERY)]
+    counts = [len(faces) for faces in got]
     assert counts[-1] == 2  # found by the next full-frame detection …
     assert counts[0] == 1  # … not before: the followed face alone until then
-    assert len(follower.get(both)) == 2 and not follower.detected  # then both followed
+    # at that detection, the face followed all along (left) continues; the other is new
+    found = got[counts.index(2)]
+    assert [f.continued for f in sorted(found, key=lambda f: f.box[0])] == [True, False]
+    again = follower.get(both)
+    assert len(again) == 2 and not follower.detected  # then both followed
+    assert all(f.continued for f in again)
 
 
 @pytest.mark.parametrize(
