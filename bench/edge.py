@@ -332,14 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facewire.models.embedders import model_path
+    from facewire.models.embedders import OnnxEmbedder
 
     args = build_parser().parse_args(argv)
     logging.getLogger("facewire.edge").setLevel(logging.WARNING)
-    if args.as_shipped:
-        from facewire.models.embedders import OnnxEmbedder
+    rewrites = OnnxEmbedder.rewrites_enabled
+    OnnxEmbedder.rewrites_enabled = not args.as_shipped
+    try:
+        return _run(args)
+    finally:
+        OnnxEmbedder.rewrites_enabled = rewrites
 
-        OnnxEmbedder.rewrites_enabled = False
+
+def _run(args: argparse.Namespace) -> int:
+    from facewire.models.embedders import model_path
+
     models = [args.model] if args.model else MODELS
     jpegs = videos(max(2, args.loop_frames))
     rows: list[dict[str, Any]] = []
@@ -384,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         r["as_shipped"] = args.as_shipped
         if r["model"] in ("clip-vit-b32-int8", "sface") and r["faces"] == 1:
             verdict = "met" if r["total_p50_ms"] <= 20 else "NOT met"
+            shipped = " (the file as shipped)" if args.as_shipped else ""
             notes.append(
-                f"target {r['model']}, one face, capture → published p50 ≤ 20 ms: {verdict}"
+                f"target {r['model']}{shipped}, one face, capture → published p50 ≤ 20 ms: "
+                f"{verdict}"
             )
     emit("edge", rows, COLUMNS, args.json, params=vars(args), notes=notes)
     return 0

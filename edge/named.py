@@ -5,7 +5,7 @@ its box was), and from the track events which tracks were named, with what score
 A face detected where a confidently named track's last box was is embedded again at
 most every ``period_s``: the face is still found on every frame, the embedder (most of a
 frame's time) runs for new faces. A face there that does not continue one of the
-previous frame (``Face.continued`` is ``False``: nobody was followed there a frame
+camera's previous frame (``Face.continued`` is ``False``: no face was there a frame
 ago) may be someone who took the named person's place, and is embedded at once; so is
 a face whose latest result at that place came from a track not (yet) named.
 

@@ -92,7 +92,7 @@ class OnnxEmbedder:
     default_threshold = GENERIC_THRESHOLD
     crop_thresholds: ClassVar[dict[str, float]] = {}
     #: rewrite the graph's PRelu ops without branches when loading (``rewrites``)
-    branch_free_prelu: ClassVar[bool] = False
+    rewrite_prelu: ClassVar[bool] = False
     #: off: every wrapper runs its file as shipped (``facewire bench edge --as-shipped``)
     rewrites_enabled: ClassVar[bool] = True
 
@@ -102,7 +102,7 @@ class OnnxEmbedder:
         self.path = path
         source: str | bytes = str(path)
         self.rewritten = 0  # ops the graph runs in another, equal form (``rewrites``)
-        if self.branch_free_prelu and OnnxEmbedder.rewrites_enabled:
+        if self.rewrite_prelu and OnnxEmbedder.rewrites_enabled:
             import onnx
 
             from facewire.models.rewrites import branch_free_prelu
@@ -147,7 +147,7 @@ class SFaceEmbedder(OnnxEmbedder):
     input_size = 112
     default_threshold = SFACE_THRESHOLD
     crop_thresholds = SFACE_CROP_THRESHOLDS
-    branch_free_prelu = True  # 27 PRelu ops, its slowest on real faces
+    rewrite_prelu = True  # 27 PRelu ops, its slowest on real faces
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size

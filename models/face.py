@@ -74,9 +74,9 @@ class Face:
     ran), ``mask`` its face-oval mask (255 = face), ``embedding`` the L2-normalised
     float32 vector. ``stages`` holds per-stage milliseconds by stage name (``detect``,
     ``mesh``, ``align``, ``embed``; the vocabulary is ``facewire.bus.messages.EDGE_STAGES``).
-    ``continued``: the face continues one of the previous frame (followed there, or
-    detected where a followed face was), ``False`` if it may be someone new, ``None``
-    when nothing is followed from frame to frame (``FaceFollower``).
+    ``continued``: ``True`` if the face continues one of a camera's previous frame
+    (followed there, or detected where a face of that frame was), ``False`` if it may be
+    someone new, ``None`` for a photo not seen as part of a video (``FaceFollower``).
     """
 
     box: tuple[int, int, int, int]

@@ -41,6 +41,9 @@ MAX_LOOK = 0.2
 MAX_STEP = 0.3
 #: Two followed faces whose boxes overlap this much have become one: detect again.
 SAME_FACE_IOU = 0.5
+#: A detected face continues a face of the previous frame whose box it overlaps this
+#: much (the bound under which a detection carries a followed face's motion, too).
+CONTINUES_IOU = 0.3
 
 
 def _moved(landmarks: np.ndarray, expected: np.ndarray) -> float:
@@ -93,6 +96,9 @@ class FaceFollower:
         self._mesher = mesher if isinstance(mesher, LandmarkMesher) else None
         self.detect_every = max(1, detect_every) if self._mesher is not None else 1
         self._followed: list[_Followed] = []
+        # the boxes of the previous frame's faces, followed or not (``Face.continued``)
+        self._seen: list[tuple[int, int, int, int]] = []
+        self._seen_shape: tuple[int, ...] = ()
         self._since_detect = 0  # frames followed since the last full-frame detection
         self._shape: tuple[int, ...] = ()
         # the detector's smallest face
@@ -100,8 +106,9 @@ class FaceFollower:
         self.detected = True
 
     def reset(self) -> None:
-        """Forget every face: the next frame is searched whole."""
+        """Forget every face: the next frame is searched whole, its faces new."""
         self._followed = []
+        self._seen = []
 
     def get(self, frame: np.ndarray, keep: Callable[[Face], bool] | None = None) -> list[Face]:
         """The faces of ``frame`` with crops and embeddings, as ``FacePipeline.get``;
@@ -115,15 +122,40 @@ class FaceFollower:
         """Faces of a BGR frame with boxes and quality; meshed when following is on."""
         if self.detect_every == 1:
             self.detected = True
-            return self.pipeline.detect(frame)
+            return self._continue(self.pipeline.detect(frame), frame.shape)
         due = self._since_detect + 1 >= self.detect_every
         if self._followed and not due and frame.shape == self._shape:
             faces = self._follow(frame)
             if faces is not None:
                 self._since_detect += 1
                 self.detected = False
-                return faces
-        return self._detect(frame)
+                return self._continue(faces, frame.shape)
+        return self._continue(self._detect(frame), frame.shape)
+
+    def _continue(self, faces: list[Face], shape: tuple[int, ...]) -> list[Face]:
+        """Mark which faces continue one of the previous frame: a followed face does; a
+        detected one if its box overlaps one of those faces' boxes (each at most once)."""
+        seen = self._seen if shape == self._seen_shape else []
+        pairs = sorted(
+            (
+                (box_iou(face.box, box), i, j)
+                for i, face in enumerate(faces)
+                for j, box in enumerate(seen)
+            ),
+            reverse=True,
+        )
+        taken_faces: set[int] = set()
+        taken_boxes: set[int] = set()
+        for overlap, i, j in pairs:
+            if overlap < CONTINUES_IOU:
+                break
+            if i not in taken_faces and j not in taken_boxes:
+                taken_faces.add(i)
+                taken_boxes.add(j)
+        for i, face in enumerate(faces):
+            face.continued = face.continued or i in taken_faces
+        self._seen, self._seen_shape = [f.box for f in faces], shape
+        return faces
 
     def _detect(self, frame: np.ndarray) -> list[Face]:
         assert self._mesher is not None
@@ -138,7 +170,6 @@ class FaceFollower:
             face.landmarks = self._mesher.landmarks(frame, face.box, face.points)
             face.meshed = True
             face.stages["mesh"] = (time.perf_counter() - t0) * 1000.0
-            face.continued = False
             if face.landmarks is not None:
                 followed.append(self._start(face, frame.shape))
         # a face the landmark model misses cannot be followed: with it in the frame,
@@ -156,9 +187,8 @@ class FaceFollower:
         new = _Followed.start(face.box, face.landmarks)
         before = [(box_iou(f.box(f.landmarks, shape), face.box), f) for f in self._followed]
         overlap, old = max(before, key=lambda b: b[0], default=(0.0, None))
-        if old is not None and overlap >= 0.3:
+        if old is not None and overlap >= CONTINUES_IOU:
             new.motion = (face.landmarks - old.landmarks).mean(axis=0)
-            face.continued = True
         return new
 
     def _look(self, frame: np.ndarray, f: _Followed, landmarks: np.ndarray) -> np.ndarray | None:

@@ -103,11 +103,13 @@ def test_followed_faces_match_the_full_path(pipeline, gallery, people):
 
 def test_detect_every_1_is_the_full_path(pipeline):
     follower = FaceFollower(pipeline, 1)
-    for frame in map(webcam, moving_frames([ANN, BOB], 4)):
+    for n, frame in enumerate(map(webcam, moving_frames([ANN, BOB], 4))):
         fast, full = follower.get(frame), pipeline.get(frame)
         assert follower.detected
         assert [f.box for f in fast] == [f.box for f in full]
-        assert all(f.continued is None for f in fast)  # nothing followed: not known
+        # new in the first frame, then where they were: the same faces
+        assert [f.continued for f in fast] == [n > 0] * len(fast)
+        assert all(f.continued is None for f in full)  # a photo: not known
         for a, b in zip(fast, full, strict=True):
             assert a.embedding is not None and b.embedding is not None
             assert np.array_equal(a.embedding, b.embedding)
@@ -129,6 +131,31 @@ def test_a_face_that_leaves_is_dropped_and_detection_resumes(pipeline):
     back = follower.get(moving[0])
     assert len(back) == 1 and follower.detected  # back: found at once …
     assert back[0].continued is False  # … as a face that may be someone else
+
+
+def test_a_face_the_landmark_model_misses_stops_no_face_from_continuing(pipeline):
+    """Nothing is followed while a face in view has no landmarks (detection on every
+    frame), but the faces found where they were a frame ago still continue."""
+    follower = FaceFollower(pipeline, EVERY)
+    mesher = follower._mesher
+    assert mesher is not None
+    real = mesher.landmarks
+
+    def misses_the_right_hand_face(frame, box, points=None):
+        return None if box[0] > 400 else real(frame, box, points)
+
+    both = webcam(with_second_face(compose_frame([ANN])))
+    try:
+        mesher.landmarks = misses_the_right_hand_face  # type: ignore[method-assign]
+        got = [follower.get(both) for _ in range(3)]
+    finally:
+        mesher.landmarks = real  # type: ignore[method-assign]
+    assert [len(faces) for faces in got] == [2, 2, 2] and follower.detected
+    assert [[f.continued for f in faces] for faces in got] == [
+        [False, False],
+        [True, True],
+        [True, True],
+    ]
 
 
 def test_a_face_moving_out_of_the_frame_is_dropped(pipeline):

@@ -78,29 +78,51 @@ def test_a_prelu_whose_slope_is_computed_is_left_alone():
     assert [n.op_type for n in model.graph.node] == ["PRelu"]
 
 
-def test_every_sign_and_zero_gives_prelu_s_answer():
+def _prelu_model(slopes: np.ndarray):
     from onnx import TensorProto, helper, numpy_helper
 
+    c = len(slopes)
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "s"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, c, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, c, 7, 7])],
+        [numpy_helper.from_array(slopes.reshape(c, 1, 1), "s")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "slopes, form",
+    [
+        ([-0.8, 0.25, 1.0, 0.5], "Max"),  # every slope ≤ 1
+        ([-0.8, 0.0, 0.25, 1.0, 1.12], "Relu"),  # one above 1, one zero
+        ([0.0, 0.5, 0.25, 0.1], "Relu"),  # a zero slope: 0·inf would be a NaN in Max
+    ],
+)
+def test_every_value_gives_prelu_s_answer(slopes, form):
     rng = np.random.default_rng(1)
-    slopes = np.array([-0.8, 0.0, 0.25, 1.0, 1.12], np.float32).reshape(5, 1, 1)
-    x = rng.normal(size=(2, 5, 7, 7)).astype(np.float32) * 100
-    x[:, :, 0, :] = 0.0
-    for chosen in (slopes[:4], slopes):  # all ≤ 1 (Max form), and one above 1
-        c = len(chosen)
-        graph = helper.make_graph(
-            [helper.make_node("PRelu", ["x", "s"], ["y"])],
-            "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, c, 7, 7])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, c, 7, 7])],
-            [numpy_helper.from_array(chosen, "s")],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        xs = x[:, :c]
-        want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
-        assert branch_free_prelu(model) == 1
-        got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
-        assert np.array_equal(got, want)
-        assert np.array_equal(want, np.where(xs > 0, xs, chosen * xs))
+    chosen = np.array(slopes, np.float32)
+    x = rng.normal(size=(2, len(chosen), 7, 7)).astype(np.float32) * 100
+    x[:, :, 0, :4] = [0.0, -0.0, np.inf, -np.inf]
+    x[:, :, 1, 0] = np.nan
+    x[:, :, 1, 1] = 1e-42  # a denormal
+    model = _prelu_model(chosen)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert branch_free_prelu(model) == 1
+    assert form in [n.op_type for n in model.graph.node]
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    # equal values, NaN where PRelu gives NaN (a zero's sign may differ)
+    assert np.array_equal(got, want, equal_nan=True)
+    slope = chosen.reshape(1, -1, 1, 1)
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(want, np.where(x > 0, x, slope * x), equal_nan=True)
+
+
+def test_a_slope_that_is_not_finite_is_left_alone():
+    model = _prelu_model(np.array([0.5, np.inf], np.float32))
+    assert branch_free_prelu(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["PRelu"]
 
 
 def test_as_shipped_loads_the_file_unchanged(monkeypatch):
