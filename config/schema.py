@@ -412,8 +412,9 @@ class EdgeConfig:
         1.0,
         "a face whose track the classifier named with confidence (its score at least "
         "reembed_margin above the threshold) is embedded again at most this often, "
-        "seconds, so the CPU goes to new faces (0: every frame); a face found there "
-        "where the frame before had none is embedded at once",
+        "seconds, and when dedup_seconds says to send it again, so the CPU goes to new "
+        "faces (0: every frame); a face found there where the frame before had none is "
+        "embedded at once",
         min=0,
     )
     reembed_margin: float = setting(

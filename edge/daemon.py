@@ -183,9 +183,12 @@ class EdgeNode:
         if self.cfg.gate_live and passes(face, self.cfg.quality) is not None:
             self.dropped_quality += 1
             return False
-        return self.cfg.reembed_named_s <= 0 or self.named.embed(
-            face.box, time.monotonic(), face.continued
-        )
+        if self.cfg.reembed_named_s <= 0:
+            return True
+        now = time.monotonic()
+        # a named face is still sent every dedup_seconds, or its track would end
+        due = self.cfg.dedup_distance > 0 and self.dedup.due(face.box, now)
+        return self.named.embed(face.box, now, face.continued, due)
 
     def publish(self, frame: Frame, face: Face) -> None:
         assert face.embedding is not None

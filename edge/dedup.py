@@ -16,6 +16,8 @@ comes back it is new again.
 (True, False)
 >>> d.should_send(v, (104, 98, 50, 50), now=9.0)   # gone a while, back: new again
 True
+>>> d.due((104, 98, 50, 50), now=9.5), d.due((104, 98, 50, 50), now=10.5)
+(False, True)
 """
 
 from __future__ import annotations
@@ -47,15 +49,21 @@ class Dedup:
         self._sent: list[_Sent] = []
         self.skipped = 0
 
+    def due(self, box: tuple[int, int, int, int], now: float) -> bool:
+        """Whether a face at ``box`` that is the one last sent from there would be sent
+        again now (``max_age_s`` passed, or nothing sent from there): the edge embeds it
+        then even if it skips it otherwise, so that its track does not end."""
+        cx, cy, size = _place(box)
+        return all(
+            now - s.at >= self.max_age_s or not _near(s.place, cx, cy, size) for s in self._sent
+        )
+
     def should_send(self, vector: np.ndarray, box: tuple[int, int, int, int], now: float) -> bool:
-        x, y, w, h = box
-        cx, cy, size = x + w / 2.0, y + h / 2.0, float(max(w, h))
+        cx, cy, size = _place(box)
         forget = 1.5 * self.max_age_s
         self._sent = [s for s in self._sent if now - s.at < forget]
         for i, s in enumerate(self._sent):
-            px, py, psize = s.place
-            reach = 0.5 * max(size, psize)
-            if abs(cx - px) >= reach or abs(cy - py) >= reach:
+            if not _near(s.place, cx, cy, size):
                 continue
             if 1.0 - float(vector @ s.vector) <= self.max_distance:
                 if s.sends < self.first or now - s.at >= self.max_age_s:
@@ -68,3 +76,15 @@ class Dedup:
         self._sent.append(_Sent(vector, (cx, cy, size), now, 1))
         del self._sent[: -self.slots]
         return True
+
+
+def _place(box: tuple[int, int, int, int]) -> tuple[float, float, float]:
+    x, y, w, h = box
+    return x + w / 2.0, y + h / 2.0, float(max(w, h))
+
+
+def _near(place: tuple[float, float, float], cx: float, cy: float, size: float) -> bool:
+    """About the same place: centres within half the larger face's size."""
+    px, py, psize = place
+    reach = 0.5 * max(size, psize)
+    return abs(cx - px) < reach and abs(cy - py) < reach

@@ -78,10 +78,15 @@ class NamedFaces:
                 t.named = e.name != UNKNOWN and sure
 
     def embed(
-        self, box: tuple[int, int, int, int], now: float, continued: bool | None = None
+        self,
+        box: tuple[int, int, int, int],
+        now: float,
+        continued: bool | None = None,
+        due: bool = False,
     ) -> bool:
         """Whether a face detected at ``box`` is worth embedding now (monotonic ``now``;
-        ``continued``: see ``Face.continued``)."""
+        ``continued``: see ``Face.continued``; ``due``: the edge's de-duplication would
+        send it again now, which keeps its track going)."""
         with self._lock:
             t = next(
                 (t for t in reversed(self._tracks.values()) if box_iou(t.box, box) >= MIN_IOU),
@@ -89,7 +94,7 @@ class NamedFaces:
             )
             if t is None or not t.named:
                 return True
-            if continued is not False and now - t.embedded_at < self.period_s:
+            if continued is not False and not due and now - t.embedded_at < self.period_s:
                 self.skipped += 1
                 return False
             t.embedded_at = now

@@ -171,6 +171,42 @@ def test_bad_node_id_is_refused():
         EdgeNode(cfg, MemoryBroker().transport("edge"))
 
 
+def test_a_named_face_is_still_sent_every_dedup_seconds_so_its_track_goes_on():
+    """Skipping a named face must not starve its track: the classifier ends a track with
+    no frame for track.gap_s, so the face is embedded whenever de-duplication would send
+    it again (dedup_seconds), however long reembed_named_s is."""
+    broker = MemoryBroker()
+    classifier = broker.transport("classifier")
+    classifier.connect()
+    sent_at: list[float] = []
+
+    def answer(m) -> None:  # a stand-in classifier: one track, named after 3 frames
+        msg = decode(m.payload)
+        sent_at.append(time.monotonic())
+        result = Result("cam", msg.seq, "ORL_s01", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
+        classifier.publish(topics.result("cam"), result.encode())
+        if len(sent_at) == 3:
+            event = TrackEvent("cam", 1, "arrived", "ORL_s01", 0.9, 3)
+            classifier.publish(topics.event("cam"), event.encode(), qos=1)
+
+    classifier.subscribe(topics.EMBEDDINGS, answer)
+    overrides = {"node": "cam", "dedup_seconds": 0.3, "reembed_named_s": 60}
+    cfg = config.load(EdgeConfig, overrides=overrides, env={})
+    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    frame = replace(next(open_source(str(PROBES / "ORL_s01"), fps=0)), cut=False)
+    try:
+        end = time.monotonic() + 1.6
+        while time.monotonic() < end:
+            node.process(frame)
+            assert broker.settle()
+            time.sleep(0.02)
+        assert node.status().skipped_named > 0  # named: skipped between sends …
+        gaps = [b - a for a, b in zip(sent_at[2:], sent_at[3:], strict=False)]
+        assert len(gaps) >= 3 and max(gaps) < 0.3 + 0.5  # … but sent every dedup_seconds
+    finally:
+        node.close(drain_s=0.1)
+
+
 def test_someone_who_takes_a_named_persons_place_is_embedded_at_once():
     """One camera, no cuts: Ann stands at the door and is named; she steps away (a frame
     with nobody) and Bob steps into the same place. Bob's first frame is embedded: he
