@@ -171,28 +171,36 @@ def test_bad_node_id_is_refused():
         EdgeNode(cfg, MemoryBroker().transport("edge"))
 
 
+def named_by_a_stand_in(
+    name: str, **overrides: object
+) -> tuple[MemoryBroker, EdgeNode, list[float]]:
+    """An edge node ``cam`` (in-memory transport) and a stand-in classifier that answers
+    every face as ``name`` on one track and names that track after 3 frames; the list
+    gets the time of each embedding received."""
+    broker = MemoryBroker()
+    classifier = broker.transport("classifier")
+    classifier.connect()
+    received: list[float] = []
+
+    def answer(m) -> None:
+        msg = decode(m.payload)
+        received.append(time.monotonic())
+        result = Result("cam", msg.seq, name, 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
+        classifier.publish(topics.result("cam"), result.encode())
+        if len(received) == 3:
+            event = TrackEvent("cam", 1, "arrived", name, 0.9, 3)
+            classifier.publish(topics.event("cam"), event.encode(), qos=1)
+
+    classifier.subscribe(topics.EMBEDDINGS, answer)
+    cfg = config.load(EdgeConfig, overrides={"node": "cam", **overrides}, env={})
+    return broker, EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1), received
+
+
 def test_a_named_face_is_still_sent_every_dedup_seconds_so_its_track_goes_on():
     """Skipping a named face must not starve its track: the classifier ends a track with
     no frame for track.gap_s, so the face is embedded whenever de-duplication would send
     it again (dedup_seconds), however long reembed_named_s is."""
-    broker = MemoryBroker()
-    classifier = broker.transport("classifier")
-    classifier.connect()
-    sent_at: list[float] = []
-
-    def answer(m) -> None:  # a stand-in classifier: one track, named after 3 frames
-        msg = decode(m.payload)
-        sent_at.append(time.monotonic())
-        result = Result("cam", msg.seq, "ORL_s01", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
-        classifier.publish(topics.result("cam"), result.encode())
-        if len(sent_at) == 3:
-            event = TrackEvent("cam", 1, "arrived", "ORL_s01", 0.9, 3)
-            classifier.publish(topics.event("cam"), event.encode(), qos=1)
-
-    classifier.subscribe(topics.EMBEDDINGS, answer)
-    overrides = {"node": "cam", "dedup_seconds": 0.3, "reembed_named_s": 60}
-    cfg = config.load(EdgeConfig, overrides=overrides, env={})
-    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    broker, node, received = named_by_a_stand_in("ORL_s01", dedup_seconds=0.3, reembed_named_s=60)
     frame = replace(next(open_source(str(PROBES / "ORL_s01"), fps=0)), cut=False)
     try:
         end = time.monotonic() + 1.6
@@ -201,7 +209,7 @@ def test_a_named_face_is_still_sent_every_dedup_seconds_so_its_track_goes_on():
             assert broker.settle()
             time.sleep(0.02)
         assert node.status().skipped_named > 0  # named: skipped between sends …
-        gaps = [b - a for a, b in zip(sent_at[2:], sent_at[3:], strict=False)]
+        gaps = [b - a for a, b in zip(received[2:], received[3:], strict=False)]
         assert len(gaps) >= 3 and max(gaps) < 0.3 + 0.5  # … but sent every dedup_seconds
     finally:
         node.close(drain_s=0.1)
@@ -213,25 +221,7 @@ def test_someone_who_takes_a_named_persons_place_is_embedded_at_once():
     was not followed there, so he may be someone new, whatever Ann's track says."""
     from facewire.edge.sources import Frame
 
-    broker = MemoryBroker()
-    classifier = broker.transport("classifier")
-    classifier.connect()
-    answered: list[int] = []
-
-    def answer(m) -> None:  # a stand-in classifier: one track, named after 3 frames
-        msg = decode(m.payload)
-        answered.append(msg.seq)
-        result = Result("cam", msg.seq, "ORL_s01", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
-        classifier.publish(topics.result("cam"), result.encode())
-        if len(answered) == 3:
-            event = TrackEvent("cam", 1, "arrived", "ORL_s01", 0.9, 3)
-            classifier.publish(topics.event("cam"), event.encode(), qos=1)
-
-    classifier.subscribe(topics.EMBEDDINGS, answer)
-    cfg = config.load(
-        EdgeConfig, overrides={"node": "cam", "dedup_distance": 0, "reembed_named_s": 60}, env={}
-    )
-    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    broker, node, _ = named_by_a_stand_in("ORL_s01", dedup_distance=0, reembed_named_s=60)
     ann = compose_frame([PROBES / "ORL_s01" / "ORL_s01_0008.jpg"])
     bob = compose_frame([PROBES / "ORL_s03" / "ORL_s03_0008.jpg"])
     nobody = compose_frame([])
@@ -243,14 +233,13 @@ def test_someone_who_takes_a_named_persons_place_is_embedded_at_once():
         assert broker.settle()
         return sent
 
-    # the test means something only if Bob's box would continue Ann's track
-    (ann_face,), (bob_face,) = node.pipeline.detect(ann), node.pipeline.detect(bob)
-    assert box_iou(ann_face.box, bob_face.box) >= MIN_IOU
     try:
+        # the test means something only if Bob's box would continue Ann's track
+        (ann_face,), (bob_face,) = node.pipeline.detect(ann), node.pipeline.detect(bob)
+        assert box_iou(ann_face.box, bob_face.box) >= MIN_IOU
         assert [show(ann) for _ in range(4)] == [1, 1, 1, 1]  # named after 3, once more
         assert [show(ann) for _ in range(3)] == [0, 0, 0]  # named: not embedded again
         assert show(nobody) == 0
-        # Bob's box overlaps Ann's named track's last box (as the same place would)
         assert show(bob) == 1
         assert node.status().skipped_named == 3
     finally:
@@ -258,25 +247,7 @@ def test_someone_who_takes_a_named_persons_place_is_embedded_at_once():
 
 
 def test_a_confidently_named_face_is_not_embedded_every_frame_and_bad_faces_not_at_all():
-    broker = MemoryBroker()
-    sent: list[bytes] = []
-    classifier = broker.transport("classifier")
-    classifier.connect()
-
-    def answer(m) -> None:  # a stand-in classifier: names every face, one track
-        msg = decode(m.payload)
-        sent.append(m.payload)
-        result = Result("cam", msg.seq, "ORL_s04", 0.9, msg.model_id, 0.45, bbox=msg.bbox, track=1)
-        classifier.publish(topics.result("cam"), result.encode())
-        if len(sent) == 3:
-            event = TrackEvent("cam", 1, "arrived", "ORL_s04", 0.9, 3)
-            classifier.publish(topics.event("cam"), event.encode(), qos=1)
-
-    classifier.subscribe(topics.EMBEDDINGS, answer)
-    cfg = config.load(
-        EdgeConfig, overrides={"node": "cam", "dedup_distance": 0, "reembed_named_s": 0.5}, env={}
-    )
-    node = EdgeNode(cfg, broker.transport("edge-cam")).start(timeout=1)
+    broker, node, _ = named_by_a_stand_in("ORL_s04", dedup_distance=0, reembed_named_s=0.5)
     try:
         # a camera's frames (not cuts): the face is followed from one to the next
         frame = replace(next(open_source(str(PROBES / "ORL_s04"), fps=0)), cut=False)
@@ -286,7 +257,7 @@ def test_a_confidently_named_face_is_not_embedded_every_frame_and_bad_faces_not_
         # named with confidence: embedded once more, then not again for 0.5 s
         assert [len(node.process(frame)) for _ in range(5)] == [1, 0, 0, 0, 0]
         assert node.status().skipped_named == 4
-        # a face at that place that was not followed there (here: after a cut) may be
+        # a face at that place that was not there a frame ago (here: after a cut) may be
         # someone who took their place: embedded at once, then followed and skipped
         assert broker.settle()
         assert len(node.process(replace(frame, cut=True))) == 1
