@@ -81,9 +81,9 @@ class OnnxEmbedder:
     """Runs one ONNX face model; subclasses say how crops become its input tensor.
 
     ``default_threshold``: the model's own cosine threshold, used when the gallery is
-    too small to calibrate one (``search.threshold: auto``); a model file's sidecar
-    may carry a measured one (``default_threshold``), and ``crop_thresholds`` one
-    measured on a crop of ours (see ``fallback_threshold``).
+    too small to calibrate one (``search.threshold: auto``), unless the model file's
+    sidecar carries a measured one (``default_threshold``) or ``crop_thresholds`` one
+    measured on a crop of ours: ``fallback_threshold`` decides, without loading it.
     """
 
     name = "onnx"
@@ -117,11 +117,7 @@ class OnnxEmbedder:
             providers=["CPUExecutionProvider"],
         )
         self._input = self.session.get_inputs()[0].name
-        info = read_sidecar(path)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        measured = sidecar_threshold(info)
-        if measured is not None:
-            self.default_threshold = measured
         self.model_id = file_model_id(self.name, path)
         self.last_ms = 0.0
 
