@@ -29,6 +29,11 @@ class ModelFileMissing(FileNotFoundError):
     """A model file is not there; the message says which command makes it."""
 
 
+class ModelFileBroken(FileNotFoundError):
+    """A model file is there but does not load (truncated, corrupt, not ONNX); the
+    message says which file, why, and which command makes it again."""
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -357,4 +362,10 @@ def get_embedder(
     filename, factory, how = _REGISTRY[name]
     if not path.exists():
         raise ModelFileMissing(f"model file {path} for {name!r} is missing; make it with: {how}")
-    return factory(path, threads, spinning)
+    try:
+        return factory(path, threads, spinning)
+    except Exception as exc:  # the parser's or the runtime's own error, whichever came first
+        raise ModelFileBroken(
+            f"model file {path} for {name!r} does not load ({type(exc).__name__}: {exc}); "
+            f"make it again with: {how}"
+        ) from exc

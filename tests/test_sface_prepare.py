@@ -39,6 +39,25 @@ def test_missing_model_says_how_to_make_it(tmp_path):
         get_embedder("sface", str(tmp_path))
 
 
+def test_a_broken_model_file_says_which_and_how_to_make_it_again(tmp_path):
+    import pytest
+
+    from facewire.models.embedders import ModelFileBroken, OnnxEmbedder, model_path
+
+    whole = model_path("sface").read_bytes()
+    (tmp_path / "sface.onnx").write_bytes(whole[: len(whole) // 3])  # cut short
+    for rewrites in (True, False):  # read by onnx to be rewritten, or by ONNX Runtime
+        OnnxEmbedder.rewrites_enabled = rewrites
+        try:
+            with pytest.raises(ModelFileBroken, match="does not load") as caught:
+                get_embedder("sface", str(tmp_path))
+        finally:
+            OnnxEmbedder.rewrites_enabled = True
+        message = str(caught.value)
+        assert str(tmp_path / "sface.onnx") in message
+        assert "facewire models prepare sface" in message
+
+
 def test_face_landmark_conversion_reads_tflite_with_a_checked_wheel(tmp_path):
     """``prepare face_landmark`` reads mediapipe's .tflite file with the ``tflite``
     wheel it downloads, and only with the wheel file whose hash it knows."""
